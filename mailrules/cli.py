@@ -1,0 +1,305 @@
+"""The mailrules command line: check, run, explain, deliver, state, folders, schema, demo.
+
+Exit codes (also in the README):
+  0   everything succeeded
+  1   some actions failed (the rest were done; failed messages are retried next run)
+  2   usage or config error (nothing was touched)
+  3   an account could not be processed (its mailbox could not be read)
+  75  ``deliver`` could not deliver; the MTA keeps the message and retries (EX_TEMPFAIL)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mailrules import __version__
+from mailrules import log as logsetup
+from mailrules.errors import ConfigError, MailrulesError
+from mailrules.state import State, default_state_dir
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_ACCOUNT, EXIT_TEMPFAIL = 0, 1, 2, 3, 75
+log = logging.getLogger("mailrules")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-c",
+        "--config",
+        help="config file (default: $MAILRULES_CONFIG, "
+        "~/.config/mailrules/rules.yaml, /etc/mailrules/rules.yaml)",
+    )
+    common.add_argument(
+        "--state-dir",
+        help="state directory (default: $STATE_DIRECTORY or ~/.local/state/mailrules)",
+    )
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    common.add_argument("-q", "--quiet", action="store_true", help="only errors")
+
+    parser = argparse.ArgumentParser(
+        prog="mailrules", description="Match new mail against YAML rules and act on it."
+    )
+    parser.add_argument("--version", action="version", version=f"mailrules {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("check", parents=[common], help="validate the config and exit")
+
+    run = sub.add_parser("run", parents=[common], help="process new mail")
+    run.add_argument("--once", action="store_true", help="one pass over every account, then exit")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan a real run would execute; change nothing",
+    )
+    run.add_argument(
+        "--account", action="append", metavar="NAME", help="only this account (repeatable)"
+    )
+    run.add_argument(
+        "--all", action="store_true", help="apply the rules to every message, not only new ones"
+    )
+
+    explain = sub.add_parser(
+        "explain", parents=[common], help="show how the rules decide for message files"
+    )
+    explain.add_argument("messages", nargs="+", metavar="MESSAGE.eml")
+    explain.add_argument("--account", help="evaluate as if in this account")
+    explain.add_argument("--folder", default="INBOX", help="evaluate as if in this folder")
+
+    deliver = sub.add_parser(
+        "deliver", parents=[common], help="deliver one message from stdin through the rules (MDA)"
+    )
+    deliver.add_argument("--account", help="the Maildir account to deliver into")
+
+    state = sub.add_parser("state", parents=[common], help="show the audit log and folder state")
+    state.add_argument("--account", help="only this account")
+    state.add_argument("--limit", type=int, default=50, help="audit rows to show (default 50)")
+
+    folders = sub.add_parser("folders", parents=[common], help="list an account's folders")
+    folders.add_argument("account")
+
+    sub.add_parser("schema", help="print the JSON Schema of the config")
+
+    demo = sub.add_parser("demo", help="run the example rules on a bundled demo Maildir")
+    demo.add_argument("--dir", help="where to create the demo (default: a new temporary dir)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    verbosity = -1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0)
+    logsetup.setup(verbosity)
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        count = len(exc.problems)
+        print(
+            f"{count} problem{'s' * (count != 1)} in the config; nothing was changed",
+            file=sys.stderr,
+        )
+        return EXIT_TEMPFAIL if args.command == "deliver" else EXIT_CONFIG
+    except MailrulesError as exc:
+        print(f"mailrules: {exc}", file=sys.stderr)
+        return EXIT_TEMPFAIL if args.command == "deliver" else EXIT_ACCOUNT
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config(args: argparse.Namespace):
+    from mailrules.config.load import discover, load_config
+
+    return load_config(discover(args.config))
+
+
+def _state(args: argparse.Namespace, create: bool = True) -> State | None:
+    base = Path(args.state_dir) if args.state_dir else default_state_dir()
+    path = base / "state.sqlite3"
+    if not create and not path.exists():
+        return None
+    return State(path)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    print(
+        f"{config.path}: OK ({len(config.accounts)} account"
+        f"{'s' * (len(config.accounts) != 1)}, {len(config.rules)} rule"
+        f"{'s' * (len(config.rules) != 1)})"
+    )
+    return EXIT_OK
+
+
+def _print_event(event) -> None:
+    subject = event.subject if len(event.subject) <= 50 else event.subject[:49] + "…"
+    status = "" if event.result == "ok" else f"  [{event.result}]"
+    if event.result == "planned":
+        status = ""
+    print(
+        f"{event.account}/{event.folder}: {event.action}  by {event.rule!r}  "
+        f"<{event.sender}> {subject!r}{status}",
+        flush=True,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mailrules.runner import RunOptions, run_once
+
+    if not args.once:
+        print(
+            "mailrules: the long-running service is not part of this version; "
+            "use 'mailrules run --once' (from cron or a systemd timer)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    config = _config(args)
+    for name in args.account or []:
+        if name not in config.accounts:
+            print(f"mailrules: no account named {name!r} in {config.path}", file=sys.stderr)
+            return EXIT_CONFIG
+    state = _state(args, create=not args.dry_run)  # a dry run never creates state
+    options = RunOptions(
+        dry_run=args.dry_run, process_all=args.all, on_event=None if args.quiet else _print_event
+    )
+    started = time.monotonic()
+    try:
+        report = run_once(config, state, options, args.account)
+    finally:
+        if state:
+            state.close()
+    if not args.quiet:
+        for note in report.notes:
+            print(note)
+        verb = "planned" if args.dry_run else "done"
+        acted = sum(1 for e in report.events if e.result in ("ok", "planned"))
+        print(
+            f"{report.new} new message{'s' * (report.new != 1)}, {acted} action"
+            f"{'s' * (acted != 1)} {verb}, {report.failed_actions} failed "
+            f"({time.monotonic() - started:.2f}s)"
+        )
+    return report.exit_code
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from mailrules.message import MessageView
+    from mailrules.runner import explain_decision
+
+    config = _config(args)
+    account = args.account or next(iter(config.accounts))
+    status = EXIT_OK
+    for path in args.messages:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+            status = EXIT_FAILED
+            continue
+        view = MessageView.from_bytes(data, name=path, arrived=None)
+        froms = ", ".join(
+            f"{a.name} <{a.address}>" if a.name else a.address for a in view.addresses("from")
+        )
+        print(f"{path}")
+        print(f"  From: {froms or '(none)'}")
+        print(f"  Subject: {view.subject!r}")
+        try:
+            decision = explain_decision(view, config.rules, account, args.folder)
+        except MailrulesError as exc:
+            print(f"  error: {exc}")
+            status = EXIT_FAILED
+            continue
+        for trace in decision.trace:
+            mark = {True: "MATCH", False: "no", None: "skip"}[trace.matched]
+            print(f"  [{mark:5}] {trace.rule}: {trace.why}")
+            for step in trace.steps:
+                print(f"          -> {step.describe()}")
+        if view.defects:
+            print(f"  malformed: {'; '.join(view.defects[:5])}")
+        print(f"  result: {decision.final}")
+    return status
+
+
+def cmd_deliver(args: argparse.Namespace) -> int:
+    from mailrules.deliver import deliver
+
+    data = sys.stdin.buffer.read()
+    config = _config(args)
+    return deliver(config, data, args.account, lambda: _state(args))
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    state = _state(args, create=False)
+    if state is None:
+        print("no state yet: nothing has run with this state directory")
+        return EXIT_OK
+    print("folders:")
+    for account, folder, validity, baseline, count in state.summary():
+        if args.account and account != args.account:
+            continue
+        when = datetime.fromtimestamp(baseline, UTC).strftime("%Y-%m-%d %H:%M")
+        print(f"  {account}/{folder}: {count} seen (validity {validity}, since {when} UTC)")
+    print("recent actions:")
+    for (
+        at,
+        account,
+        folder,
+        _uid,
+        mid,
+        sender,
+        subject,
+        rule,
+        action,
+        result,
+        error,
+    ) in state.audit_log(args.limit, args.account):
+        when = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        extra = f" ({error})" if error else ""
+        print(
+            f"  {when} {account}/{folder} {rule!r}: {action} {result}{extra}  "
+            f"<{sender}> {subject!r} {mid}"
+        )
+    return EXIT_OK
+
+
+def cmd_folders(args: argparse.Namespace) -> int:
+    config = _config(args)
+    account = config.accounts.get(args.account)
+    if account is None:
+        print(f"mailrules: no account named {args.account!r}", file=sys.stderr)
+        return EXIT_CONFIG
+    for name in account.mailbox().folders():
+        print(name)
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from mailrules.config.schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mailrules.demo import run_demo
+
+    return run_demo(args.dir)
+
+
+COMMANDS = {
+    "check": cmd_check,
+    "run": cmd_run,
+    "explain": cmd_explain,
+    "deliver": cmd_deliver,
+    "state": cmd_state,
+    "folders": cmd_folders,
+    "schema": cmd_schema,
+    "demo": cmd_demo,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

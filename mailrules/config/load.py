@@ -1,0 +1,287 @@
+"""Load a config file: find it, parse YAML, validate, compile rules; report every problem.
+
+Stages: YAML with marks (``yaml_loader``), the outer structure with pydantic
+(``model``), then conditions and actions through their registries, then checks that
+span the file (accounts and folders that rules name, actions an account cannot do).
+Every problem is collected and raised together as one ConfigError, each as
+``file:line:col: what is wrong``, before any mailbox is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from mailrules.config.model import AccountModel, ConfigModel, RuleModel
+from mailrules.config.yaml_loader import Document, Path, load_yaml
+from mailrules.errors import ConfigError, ConfigProblem
+from mailrules.rules.actions import FolderAction, parse_actions
+from mailrules.rules.checker import Checker, describe, did_you_mean
+from mailrules.rules.conditions import parse_condition
+from mailrules.rules.engine import Rule
+from mailrules.sources.maildir import Maildir
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@dataclass
+class Account:
+    name: str
+    settings: AccountModel
+    root: str
+
+    def mailbox(self) -> Maildir:
+        return Maildir(self.root, self.settings.layout, self.settings.trash)
+
+
+@dataclass
+class Config:
+    path: str
+    accounts: dict[str, Account]
+    rules: list[Rule]
+
+
+def discover(explicit: str | None) -> FsPath:
+    """-c, then $MAILRULES_CONFIG, then the XDG config path, then /etc/mailrules/rules.yaml."""
+    if explicit:
+        return FsPath(explicit)
+    if os.environ.get("MAILRULES_CONFIG"):
+        return FsPath(os.environ["MAILRULES_CONFIG"])
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    candidates = [FsPath(xdg) / "mailrules" / "rules.yaml", FsPath("/etc/mailrules/rules.yaml")]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    looked = ", ".join(str(c) for c in candidates)
+    raise ConfigError(
+        [
+            ConfigProblem(
+                "(config)",
+                1,
+                1,
+                f"no config file found (looked at -c, $MAILRULES_CONFIG, "
+                f"{looked}); copy rules.example.yaml to {candidates[0]}",
+            )
+        ]
+    )
+
+
+def load_config(path: FsPath | str) -> Config:
+    path = str(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(
+            [ConfigProblem(path, 1, 1, f"cannot read the config: {reason}")]
+        ) from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: str) -> Config:
+    doc = load_yaml(text, path)
+    check = Checker(doc)
+    for mark, message in doc.problems:
+        check.problems.append(ConfigProblem(path, mark.line, mark.col, message))
+    data = doc.data
+    if doc.problems and data is None:
+        raise ConfigError(check.problems)
+    if not isinstance(data, dict):
+        check.error(
+            (), f"the config must be a mapping with 'accounts' and 'rules', got {describe(data)}"
+        )
+        raise ConfigError(check.problems)
+    for key in data:
+        if key not in ConfigModel.model_fields:
+            check.error(
+                (key,),
+                f"unknown top-level key '{key}'; {did_you_mean(key, ConfigModel.model_fields)}",
+                key=True,
+            )
+
+    accounts = _accounts(data, check)
+    rules: list[Rule] = []
+    raw_rules = data.get("rules", [])
+    if not isinstance(raw_rules, list):
+        check.error(("rules",), f"rules: expected a list of rules, got {describe(raw_rules)}")
+        raw_rules = []
+    names: dict[str, int] = {}
+    for i, raw in enumerate(raw_rules):
+        rule = _rule(raw, ("rules", i), check, accounts)
+        if rule is None:
+            continue
+        if rule.name in names:
+            check.error(
+                ("rules", i, "name"),
+                f"rules[{i}].name: another rule (rules"
+                f"[{names[rule.name]}]) is already called {rule.name!r}",
+            )
+        names.setdefault(rule.name, i)
+        rules.append(rule)
+    if check.problems:
+        raise ConfigError(check.problems)
+    return Config(path, accounts, rules)
+
+
+def _pydantic(
+    model: type[BaseModel] | TypeAdapter[Any], data: Any, base: Path, check: Checker
+) -> Any:
+    try:
+        if isinstance(model, TypeAdapter):
+            return model.validate_python(data)
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            _report(err, base, check, model)
+        return None
+
+
+def _report(err: Any, base: Path, check: Checker, model: Any) -> None:
+    loc = _real_path(base, err["loc"], check.doc)
+    kind = err["type"]
+    where = check.where(loc) or "config"
+    given = describe(err.get("input"))
+    if kind == "extra_forbidden":
+        parent = loc[:-1]
+        key = str(loc[-1])
+        fields = _fields_at(model, loc[len(base) : -1])
+        hint = did_you_mean(key, fields) if fields else ""
+        if key in ("imap", "pop3"):
+            hint = f"{key.upper()} accounts are not available in this version; use maildir"
+        check.error(loc, f"{check.where(parent)}: unknown key '{key}'; {hint}", key=True)
+    elif kind == "missing":
+        check.error(
+            loc[:-1], f"{check.where(loc[:-1]) or 'config'}: missing required key '{loc[-1]}'"
+        )
+    elif kind == "literal_error":
+        check.error(loc, f"{where}: expected one of {err['ctx']['expected']}, got {given}")
+    elif kind == "string_type":
+        check.error(loc, f"{where}: expected text, got {given}; quote it if you mean text")
+    elif kind == "list_type":
+        check.error(loc, f"{where}: expected a list, got {given}")
+    elif kind == "bool_type":
+        check.error(loc, f"{where}: expected true or false, got {given}")
+    elif kind in ("dict_type", "model_type"):
+        check.error(loc, f"{where}: expected a mapping, got {given}")
+    else:
+        check.error(loc, f"{where}: {err['msg']}")
+
+
+def _real_path(base: Path, loc: tuple[Any, ...], doc: Document) -> Path:
+    """Map a pydantic loc onto the document, skipping union tags that are not keys."""
+    path = tuple(base)
+    for part in loc:
+        candidate = (*path, part)
+        if candidate in doc.value_marks or candidate in doc.key_marks:
+            path = candidate
+        elif isinstance(part, str) and not part.startswith(("function-", "list[", "dict[")):
+            path = candidate  # a missing key: point at its parent, named
+    return path
+
+
+def _fields_at(model: Any, rel: Path) -> list[str]:
+    target = model
+    if isinstance(model, TypeAdapter):
+        target = AccountModel if rel else None
+        rel = rel[1:]
+    if target is None or rel:
+        return []
+    return list(target.model_fields)
+
+
+def _expand(value: str, path: Path, check: Checker) -> str | None:
+    missing = []
+
+    def sub(found: re.Match[str]) -> str:
+        name = found.group(1) or found.group(2)
+        if name not in os.environ:
+            missing.append(name)
+            return ""
+        return os.environ[name]
+
+    expanded = os.path.expanduser(_VAR.sub(sub, value))
+    if missing:
+        check.error(path, f"{check.where(path)}: environment variable {missing[0]} is not set")
+        return None
+    return os.path.abspath(expanded)
+
+
+def _accounts(data: dict[str, Any], check: Checker) -> dict[str, Account]:
+    if "accounts" not in data:
+        check.error((), "missing required key 'accounts': name at least one mail account")
+        return {}
+    raw = data["accounts"]
+    if not isinstance(raw, dict) or not raw:
+        check.error(
+            ("accounts",),
+            f"accounts: expected a mapping of account names to settings, got {describe(raw)}",
+        )
+        return {}
+    parsed = _pydantic(TypeAdapter(dict[str, AccountModel]), raw, ("accounts",), check)
+    if parsed is None:
+        return {}
+    out = {}
+    for name, settings in parsed.items():
+        base = ("accounts", name)
+        root = _expand(settings.maildir, (*base, "maildir"), check)
+        if root is None:
+            continue
+        account = Account(name, settings, root)
+        box = account.mailbox()
+        for i, folder in enumerate([*settings.folders, settings.trash]):
+            where = (*base, "folders", i) if i < len(settings.folders) else (*base, "trash")
+            problem = box.check_folder_name(folder)
+            if problem:
+                check.error(where, f"{check.where(where)}: {problem}")
+        out[name] = account
+    return out
+
+
+def _rule(raw: Any, path: Path, check: Checker, accounts: dict[str, Account]) -> Rule | None:
+    model = _pydantic(RuleModel, raw, path, check)
+    if model is None:
+        return None
+    condition = None
+    if model.when is not None:
+        condition = parse_condition(model.when, (*path, "when"), check)
+        if condition is None:
+            return None
+    actions = parse_actions(model.then, (*path, "then"), check)
+    if actions is None:
+        return None
+    targets = model.accounts if model.accounts is not None else list(accounts)
+    for i, name in enumerate(model.accounts or []):
+        if name not in accounts:
+            check.error(
+                (*path, "accounts", i),
+                f"{check.where(path)}.accounts: no account "
+                f"named {name!r}; {did_you_mean(name, accounts)}",
+            )
+    for i, folder in enumerate(model.folders or []):
+        watched = {f for a in targets if a in accounts for f in accounts[a].settings.folders}
+        if folder not in watched:
+            check.error(
+                (*path, "folders", i),
+                f"{check.where(path)}.folders: {folder!r} is not "
+                f"a watched folder of {', '.join(targets) or 'any account'}; add it to "
+                f"the account's folders ({did_you_mean(folder, watched)})",
+            )
+    for i, act in enumerate(actions):
+        for account in (accounts[a] for a in targets if a in accounts):
+            box = account.mailbox()
+            if act.capability and act.capability not in box.capabilities:
+                check.error(
+                    (*path, "then", i),
+                    f"{check.where(path)}.then[{i}]: account {account.name!r} cannot '{act.name}'",
+                )
+            if isinstance(act, FolderAction) and act.folder and act.folder.is_static:
+                problem = box.check_folder_name(act.folder.text)
+                if problem:
+                    check.error((*path, "then", i), f"{check.where(path)}.then[{i}]: {problem}")
+    return Rule(model.name, condition, actions, model.accounts, model.folders, model.enabled)

@@ -1,0 +1,37 @@
+"""Logging setup: plain lines on stderr, journald-friendly when systemd captures them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_JOURNAL_LEVELS = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+class _JournalFormatter(logging.Formatter):
+    """No timestamp (journald adds one); a <N> priority prefix it understands."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{_JOURNAL_LEVELS.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def setup(verbosity: int = 0) -> None:
+    """0: warnings; 1 (-v): info, with one line per action; 2 (-vv): debug; -1 (-q): errors."""
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

@@ -1,0 +1,151 @@
+"""The rule engine: rules in order -> a Decision per message. It never touches a mailbox.
+
+Evaluation order, which the README documents and the tests pin down:
+
+1. Rules are tried in the order they appear in the config, skipping rules that are
+   disabled or that name other accounts or folders.
+2. When a rule's ``when`` holds (a rule without ``when`` always holds), all its actions
+   are added to the plan, in order, with templates filled in from the message and the
+   rule's regex captures.
+3. After a matching rule that moves or deletes the message, or that says ``stop``, no
+   later rule sees the message. Otherwise the next rule is tried: a message can be
+   flagged by one rule, copied by another and moved by a third.
+4. A message that no rule moves or deletes stays where it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mailrules.message import MessageView
+from mailrules.rules.actions import (
+    Action,
+    DeleteAction,
+    DeliverAction,
+    FlagAction,
+    FolderAction,
+    RunAction,
+)
+from mailrules.rules.conditions import Condition, EvalContext, Outcome
+
+
+@dataclass
+class Rule:
+    name: str
+    condition: Condition | None
+    actions: list[Action]
+    accounts: list[str] | None = None
+    folders: list[str] | None = None
+    enabled: bool = True
+
+    def applies_to(self, account: str, folder: str) -> bool:
+        if not self.enabled:
+            return False
+        if self.accounts is not None and account not in self.accounts:
+            return False
+        return self.folders is None or folder in self.folders
+
+    @property
+    def needs(self) -> frozenset[str]:
+        return self.condition.needs if self.condition else frozenset()
+
+
+@dataclass(frozen=True)
+class Step:
+    """One planned action with its arguments filled in; hashable, for batching."""
+
+    rule: str
+    action: Action
+    args: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        act = self.action
+        if isinstance(act, FolderAction):
+            return f"{act.name} -> {self.args[0]}"
+        if isinstance(act, DeleteAction):
+            return "delete (expunge)" if act.expunge else "delete -> Trash"
+        if isinstance(act, FlagAction):
+            change = [f"+{f}" for f in sorted(act.add)] + [f"-{f}" for f in sorted(act.remove)]
+            return f"{act.name} {' '.join(change)}"
+        if isinstance(act, DeliverAction):
+            return f"deliver -> {self.args[0]}" + (f" [{self.args[1]}]" if self.args[1] else "")
+        if isinstance(act, RunAction):
+            return "run " + " ".join(self.args)
+        return act.name
+
+
+@dataclass
+class RuleTrace:
+    rule: str
+    matched: bool | None  # None: not reached (an earlier rule stopped evaluation)
+    why: str
+    steps: list[Step] = field(default_factory=list)
+
+
+@dataclass
+class Decision:
+    steps: list[Step]
+    trace: list[RuleTrace]
+
+    @property
+    def final(self) -> str:
+        """Where the message ends up, in words."""
+        for step in reversed(self.steps):
+            if step.action.relocates:
+                return step.describe()
+        return "stays"
+
+
+def decide(
+    msg: MessageView,
+    rules: list[Rule],
+    ctx: EvalContext,
+    clean_folder: Callable[[str], str] = lambda s: s,
+) -> Decision:
+    """Evaluate rules in order for one message. Raises RuleError if a condition cannot run."""
+    steps: list[Step] = []
+    trace: list[RuleTrace] = []
+    stopped_by = None
+    for rule in rules:
+        if not rule.applies_to(ctx.account, ctx.folder):
+            continue
+        if stopped_by is not None:
+            trace.append(RuleTrace(rule.name, None, f"not reached: rule {stopped_by!r} stopped"))
+            continue
+        ctx.rule = rule.name
+        outcome = (
+            rule.condition.evaluate(msg, ctx)
+            if rule.condition
+            else Outcome(True, "no conditions: matches every message")
+        )
+        entry = RuleTrace(rule.name, outcome.matched, outcome.why)
+        trace.append(entry)
+        if not outcome.matched:
+            continue
+        context = {"account": ctx.account, "folder": ctx.folder, "rule": rule.name}
+        for act in rule.actions:
+            step = Step(rule.name, act, _render(act, msg, context, outcome.captures, clean_folder))
+            entry.steps.append(step)
+            if act.name != "stop":
+                steps.append(step)
+            if act.relocates or act.name == "stop":
+                stopped_by = rule.name
+    return Decision(steps, trace)
+
+
+def _render(
+    act: Action,
+    msg: MessageView,
+    context: dict[str, str],
+    captures: dict[str, str],
+    clean_folder: Callable[[str], str],
+) -> tuple[str, ...]:
+    if isinstance(act, FolderAction) and act.folder is not None:
+        return (act.folder.render(msg, context, captures, clean_folder),)
+    if isinstance(act, DeliverAction) and act.path is not None:
+        folder = act.folder.render(msg, context, captures, clean_folder) if act.folder else ""
+        return (act.path.render(msg, context, captures, clean_folder), folder)
+    if isinstance(act, RunAction):
+        return tuple(t.render(msg, context, captures) for t in act.argv)
+    return ()

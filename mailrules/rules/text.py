@@ -1,0 +1,178 @@
+"""Text and address tests: contains, is, matches (glob) and regex, case-insensitive by default.
+
+A test is written as plain text (the condition's default operator) or as a mapping
+with one operator::
+
+    subject: "[SPAM]"                       # contains
+    subject: {regex: '^Invoice (\\d+)'}      # regex, with captures for templates
+    from: "*@client.example"                # glob on the addr-spec
+    from: "@client.example"                 # the domain
+    from: {name: "Alice *"}                  # the display name, only when asked
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from mailrules.config.yaml_loader import Path
+from mailrules.message import Address
+from mailrules.rules.checker import Checker, describe
+
+Captures = dict[str, str]
+TEXT_OPS = ("contains", "is", "matches", "regex")
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class TextTest:
+    """One comparison of a text value against a pattern."""
+
+    op: str
+    pattern: str  # as written, for messages
+    case_sensitive: bool
+    compiled: re.Pattern[str] | None
+    folded: str = ""  # the pattern as compared (casefolded unless case-sensitive)
+
+    def match(self, value: str) -> Captures | None:
+        """Captures (possibly empty) when the value matches, else None."""
+        if self.compiled is not None:
+            found = (
+                self.compiled.search(value) if self.op == "regex" else self.compiled.match(value)
+            )
+            if not found:
+                return None
+            caps = {str(i): g or "" for i, g in enumerate(found.groups(), start=1)}
+            caps.update({k: v or "" for k, v in found.groupdict().items()})
+            return caps
+        a, b = (value, self.folded) if self.case_sensitive else (value.casefold(), self.folded)
+        hit = (b in a) if self.op == "contains" else (a == b)
+        return {} if hit else None
+
+    def describe(self) -> str:
+        verb = {"contains": "contains", "is": "is", "matches": "matches", "regex": "matches /"}
+        closing = "/" if self.op == "regex" else ""
+        quote = "" if self.op == "regex" else "'"
+        return f"{verb[self.op]} {quote}{self.pattern}{quote}{closing}"
+
+
+def make_test(op: str, pattern: str, case_sensitive: bool = False) -> TextTest:
+    """Build a test; raise re.error for a bad regex or glob."""
+    flags = 0 if case_sensitive else re.IGNORECASE
+    if op == "regex":
+        return TextTest(op, pattern, case_sensitive, re.compile(pattern, flags))
+    if op == "matches":
+        return TextTest(op, pattern, case_sensitive, re.compile(fnmatch.translate(pattern), flags))
+    folded = pattern if case_sensitive else pattern.casefold()
+    return TextTest(op, pattern, case_sensitive, None, folded)
+
+
+def _compile(check: Checker, path: Path, op: str, pattern: str, cs: bool) -> TextTest | None:
+    try:
+        return make_test(op, pattern, cs)
+    except re.error as exc:
+        kind = "regular expression" if op == "regex" else "glob"
+        check.error(path, f"{check.where(path)}: bad {kind} {pattern!r}: {exc}")
+        return None
+
+
+def parse_text_tests(
+    value: Any, path: Path, check: Checker, default_op: str = "contains"
+) -> list[TextTest] | None:
+    """Text, a mapping {op: pattern, case_sensitive: bool}, or a list of those (any)."""
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value:
+        check.error(path, f"{check.where(path)}: an empty list matches nothing; remove it")
+        return None
+    out: list[TextTest] = []
+    for i, item in enumerate(items):
+        here = (*path, i) if isinstance(value, list) else path
+        if isinstance(item, str):
+            test = _compile(check, here, default_op, item, False)
+        elif isinstance(item, dict):
+            spec = check.mapping(item, here, (*TEXT_OPS, "case_sensitive"))
+            if spec is None:
+                return None
+            ops = [k for k in spec if k in TEXT_OPS]
+            if len(ops) != 1:
+                check.error(here, f"{check.where(here)}: give exactly one of {', '.join(TEXT_OPS)}")
+                return None
+            cs = check.boolean(spec.get("case_sensitive", False), (*here, "case_sensitive"))
+            pattern = check.text(spec[ops[0]], (*here, ops[0]), "a pattern")
+            if pattern is None or cs is None:
+                return None
+            test = _compile(check, (*here, ops[0]), ops[0], pattern, cs)
+        else:
+            check.error(
+                here, f"{check.where(here)}: expected text or a mapping, got {describe(item)}"
+            )
+            return None
+        if test is None:
+            return None
+        out.append(test)
+    return out
+
+
+@dataclass(frozen=True)
+class AddressTest:
+    """A test on addresses: on the addr-spec by default, on the display name if asked."""
+
+    part: str  # "address", "domain" or "name"
+    test: TextTest
+
+    def match(self, addr: Address) -> Captures | None:
+        value = {"address": addr.address, "domain": addr.domain, "name": addr.name}[self.part]
+        return self.test.match(value)
+
+    def describe(self) -> str:
+        return ("" if self.part == "address" else f"{self.part} ") + self.test.describe()
+
+
+def _address_pattern(pattern: str) -> tuple[str, str, str]:
+    """Classify a plain address pattern: (part, op, pattern)."""
+    if pattern.startswith("@"):
+        return "domain", "is", pattern[1:]
+    if len(pattern) > 2 and pattern.startswith("/") and pattern.endswith("/"):
+        return "address", "regex", pattern[1:-1]
+    if _GLOB_CHARS & set(pattern):
+        return "address", "matches", pattern
+    return "address", "is", pattern
+
+
+def parse_address_tests(value: Any, path: Path, check: Checker) -> list[AddressTest] | None:
+    """Plain patterns (exact, glob, @domain, /regex/), or mappings naming the part and op."""
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value:
+        check.error(path, f"{check.where(path)}: an empty list matches nothing; remove it")
+        return None
+    out: list[AddressTest] = []
+    for i, item in enumerate(items):
+        here = (*path, i) if isinstance(value, list) else path
+        if isinstance(item, str):
+            if not item.strip():
+                check.error(here, f"{check.where(here)}: an address pattern must not be empty")
+                return None
+            part, op, pattern = _address_pattern(item.strip())
+            test = _compile(check, here, op, pattern, False)
+            if test is None:
+                return None
+            out.append(AddressTest(part, test))
+            continue
+        spec = check.mapping(item, here, ("address", "domain", "name", "regex"))
+        if spec is None:
+            return None
+        if len(spec) != 1:
+            check.error(
+                here, f"{check.where(here)}: give exactly one of address, domain, name, regex"
+            )
+            return None
+        ((key, pattern),) = spec.items()
+        if key == "regex":
+            key, pattern = "address", {"regex": pattern}
+        tests = parse_text_tests(pattern, (*here, key), check, default_op="matches")
+        if tests is None:
+            return None
+        out.extend(AddressTest(key, t) for t in tests)
+    return out

@@ -1,0 +1,67 @@
+"""The Mailbox protocol every source implements, and the message reference it hands out.
+
+The engine and the executor talk only to this interface. Every batch operation takes
+a list of references and returns, per reference, None on success or an error text;
+a failed message stays where it was. Sources declare what they can do in
+``capabilities``; config validation refuses rules that need more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mailrules.message import MessageView
+
+Result = str | None  # None: done; text: why it failed
+
+
+@dataclass
+class MessageRef:
+    """One message in one folder. ``uid`` is stable for as long as it stays there.
+
+    ``location`` is the source's handle (a file path for Maildir); actions that move a
+    message update it, so later steps (``run``) still find the message.
+    """
+
+    folder: str
+    uid: str
+    location: str = ""
+    arrived_in: dict[str, str] = field(default_factory=dict)  # folder -> uid there
+
+
+@dataclass
+class Listing:
+    """What a folder holds now: the validity token and every message's uid."""
+
+    validity: str
+    refs: dict[str, MessageRef]
+
+
+class Mailbox(Protocol):
+    capabilities: frozenset[str]
+
+    def clean_component(self, value: str) -> str:
+        """Make a template value safe as (part of) one folder name component."""
+
+    def check_folder_name(self, name: str) -> str | None:
+        """Why a folder name cannot be used here, or None if it can."""
+
+    def list_folder(self, folder: str) -> Listing: ...
+
+    def views(
+        self, refs: list[MessageRef], needs: frozenset[str]
+    ) -> Iterator[tuple[MessageRef, MessageView]]: ...
+
+    def move(self, refs: list[MessageRef], dest: str) -> list[Result]: ...
+
+    def copy(self, refs: list[MessageRef], dest: str) -> list[Result]: ...
+
+    def delete(self, refs: list[MessageRef], expunge: bool) -> list[Result]: ...
+
+    def set_flags(
+        self, refs: list[MessageRef], add: frozenset[str], remove: frozenset[str], keywords: bool
+    ) -> list[Result]: ...
+
+    def close(self) -> None: ...

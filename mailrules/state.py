@@ -1,0 +1,238 @@
+"""SQLite state: which messages each folder has already shown us, and the audit log.
+
+One file in the state directory. Tables:
+
+* ``folders``: per (account, folder) the validity token (IMAP UIDVALIDITY, or
+  "maildir") and when the baseline was taken. A folder's first run records every
+  message already there as seen and acts on none, unless asked to.
+* ``seen``: per (account, folder, validity, uid) the messages handled or baselined.
+  Only these rows are compared with a listing, so a run with nothing new parses no mail.
+* ``audit``: one row per action on a message: rule, action, result.
+
+Writes happen in one ``BEGIN IMMEDIATE`` transaction per batch, after the batch's
+actions: a crash before the commit means those messages are handled again (at least
+once), never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailrules import failpoints
+from mailrules.errors import StateError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS folders (
+    account TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    validity TEXT NOT NULL,
+    baseline_at REAL NOT NULL,
+    last_uid INTEGER,
+    PRIMARY KEY (account, folder)
+);
+CREATE TABLE IF NOT EXISTS seen (
+    account TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    validity TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    message_id TEXT,
+    at REAL NOT NULL,
+    PRIMARY KEY (account, folder, validity, uid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    account TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    message_id TEXT,
+    sender TEXT,
+    subject TEXT,
+    rule TEXT NOT NULL,
+    action TEXT NOT NULL,
+    result TEXT NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+"""
+
+
+def default_state_dir() -> Path:
+    """$STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/mailrules, else ~/.local/state."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "mailrules"
+
+
+@dataclass(frozen=True)
+class Seen:
+    uid: str
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    account: str
+    folder: str
+    uid: str
+    message_id: str
+    sender: str
+    subject: str
+    rule: str
+    action: str
+    result: str
+    error: str | None = None
+
+
+class State:
+    """The state database. Use one instance per thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.db = sqlite3.connect(str(path), isolation_level=None, timeout=10)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"{path} was written by a newer mailrules (schema {version}); upgrade"
+                )
+            self.db.executescript(_SCHEMA)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except (sqlite3.Error, OSError) as exc:
+            raise StateError(f"cannot open the state database {path}: {exc}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _write(self, statements: Iterable[tuple[str, Iterable[tuple[object, ...]]]]) -> None:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            for sql, rows in statements:
+                self.db.executemany(sql, rows)
+            failpoints.reached()
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise StateError(f"cannot write the state database {self.path}: {exc}") from None
+
+    # -- folders and seen messages --------------------------------------------------------
+
+    def folder_validity(self, account: str, folder: str) -> str | None:
+        row = self.db.execute(
+            "SELECT validity FROM folders WHERE account=? AND folder=?", (account, folder)
+        ).fetchone()
+        return row[0] if row else None
+
+    def seen_uids(self, account: str, folder: str, validity: str) -> set[str]:
+        rows = self.db.execute(
+            "SELECT uid FROM seen WHERE account=? AND folder=? AND validity=?",
+            (account, folder, validity),
+        )
+        return {r[0] for r in rows}
+
+    def baseline(self, account: str, folder: str, validity: str, uids: Iterable[str]) -> None:
+        """Record a folder's current messages as seen, replacing any older validity."""
+        now = time.time()
+        self._write(
+            [
+                ("DELETE FROM seen WHERE account=? AND folder=?", [(account, folder)]),
+                (
+                    "INSERT OR REPLACE INTO folders (account, folder, validity, baseline_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(account, folder, validity, now)],
+                ),
+                (
+                    "INSERT OR IGNORE INTO seen (account, folder, validity, uid, at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(account, folder, validity, uid, now) for uid in uids],
+                ),
+            ]
+        )
+
+    def commit(
+        self,
+        account: str,
+        validity: str,
+        seen: dict[str, list[Seen]],
+        forget: dict[str, list[str]],
+        audit: list[AuditRow],
+    ) -> None:
+        """One transaction: mark messages seen (per folder), forget gone ones, add audit rows."""
+        now = time.time()
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO seen (account, folder, validity, uid, message_id, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (account, folder, validity, s.uid, s.message_id, now)
+                        for folder, rows in seen.items()
+                        for s in rows
+                    ],
+                ),
+                (
+                    "DELETE FROM seen WHERE account=? AND folder=? AND validity=? AND uid=?",
+                    [
+                        (account, folder, validity, uid)
+                        for folder, uids in forget.items()
+                        for uid in uids
+                    ],
+                ),
+                (
+                    "INSERT INTO audit (at, account, folder, uid, message_id, sender, subject, "
+                    "rule, action, result, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            now,
+                            a.account,
+                            a.folder,
+                            a.uid,
+                            a.message_id,
+                            a.sender,
+                            a.subject,
+                            a.rule,
+                            a.action,
+                            a.result,
+                            a.error,
+                        )
+                        for a in audit
+                    ],
+                ),
+            ]
+        )
+
+    def is_known_folder(self, account: str, folder: str) -> bool:
+        return self.folder_validity(account, folder) is not None
+
+    # -- the audit log ----------------------------------------------------------------------
+
+    def audit_log(self, limit: int = 50, account: str | None = None) -> list[tuple[object, ...]]:
+        sql = (
+            "SELECT at, account, folder, uid, message_id, sender, subject, rule, action, result, "
+            "error FROM audit"
+        )
+        args: tuple[object, ...] = ()
+        if account:
+            sql += " WHERE account=?"
+            args = (account,)
+        sql += " ORDER BY id DESC LIMIT ?"
+        return list(reversed(self.db.execute(sql, (*args, limit)).fetchall()))
+
+    def summary(self) -> list[tuple[object, ...]]:
+        return self.db.execute(
+            "SELECT f.account, f.folder, f.validity, f.baseline_at, "
+            "(SELECT count(*) FROM seen s WHERE s.account=f.account AND s.folder=f.folder) "
+            "FROM folders f ORDER BY f.account, f.folder"
+        ).fetchall()
