@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -110,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_TEMPFAIL if args.command == "deliver" else EXIT_ACCOUNT
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into head or less, which quit early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
 
 
 def _config(args: argparse.Namespace):
