@@ -125,8 +125,15 @@ def parse_config(text: str, path: str) -> Config:
         names.setdefault(rule.name, i)
         rules.append(rule)
     if check.problems:
-        raise ConfigError(check.problems)
+        raise ConfigError(_without_echoes(check.problems, doc))
     return Config(path, accounts, rules)
+
+
+def _without_echoes(problems: list[ConfigProblem], doc: Document) -> list[ConfigProblem]:
+    """Drop later complaints about a value the YAML stage already explained."""
+    yaml_spots = {(m.line, m.col) for m, _ in doc.problems}
+    yaml_texts = {msg for _, msg in doc.problems}
+    return [p for p in problems if (p.line, p.col) not in yaml_spots or p.message in yaml_texts]
 
 
 def _pydantic(
@@ -273,15 +280,17 @@ def _rule(raw: Any, path: Path, check: Checker, accounts: dict[str, Account]) ->
                 f"the account's folders ({did_you_mean(folder, watched)})",
             )
     for i, act in enumerate(actions):
+        at = (*path, "then", i, act.name)
         for account in (accounts[a] for a in targets if a in accounts):
             box = account.mailbox()
             if act.capability and act.capability not in box.capabilities:
                 check.error(
-                    (*path, "then", i),
+                    at,
                     f"{check.where(path)}.then[{i}]: account {account.name!r} cannot '{act.name}'",
+                    key=True,
                 )
             if isinstance(act, FolderAction) and act.folder and act.folder.is_static:
                 problem = box.check_folder_name(act.folder.text)
                 if problem:
-                    check.error((*path, "then", i), f"{check.where(path)}.then[{i}]: {problem}")
+                    check.error(at, f"{check.where(path)}.then[{i}]: {problem}")
     return Rule(model.name, condition, actions, model.accounts, model.folders, model.enabled)

@@ -55,11 +55,9 @@ class RuleModel(_Strict):
     when: Any = Field(
         None,
         description="Conditions (a mapping: all must hold). Omit to match every message.",
-        json_schema_extra={"$ref": "#/$defs/condition"},
     )
     then: Any = Field(
         description="Actions, in order: a list of one-key mappings or bare names.",
-        json_schema_extra={"$ref": "#/$defs/actions"},
     )
 
 

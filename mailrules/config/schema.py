@@ -52,6 +52,9 @@ def json_schema() -> dict[str, Any]:
             {"type": "array", "items": {"$ref": "#/$defs/action"}},
         ]
     }
+    rule = defs["RuleModel"]["properties"]
+    rule["when"] = {"$ref": "#/$defs/condition", "description": rule["when"]["description"]}
+    rule["then"] = {"$ref": "#/$defs/actions", "description": rule["then"]["description"]}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "mailrules config"
     return schema

@@ -27,6 +27,7 @@ from mailrules.rules.text import (
     AddressTest,
     Captures,
     TextTest,
+    glob_problem,
     parse_address_tests,
     parse_text_tests,
 )
@@ -483,6 +484,11 @@ def _attachment(value: Any, path: Path, check: Checker, _: dict[str, Any]) -> Co
         if key in spec:
             text = check.text(spec[key], (*path, key), "a glob")
             if text is None:
+                return None
+            if problem := glob_problem(text):
+                check.error(
+                    (*path, key), f"{check.where((*path, key))}: bad glob {text!r}: {problem}"
+                )
                 return None
             setattr(cond, attr, re.compile(fnmatch.translate(text), re.IGNORECASE))
     for key, attr in (("larger_than", "larger"), ("smaller_than", "smaller")):

@@ -58,8 +58,33 @@ class TextTest:
         return f"{verb[self.op]} {quote}{self.pattern}{quote}{closing}"
 
 
+def glob_problem(pattern: str) -> str | None:
+    """Why a glob is broken (an unclosed or empty [...] set, a reversed range), or None."""
+    i = 0
+    while i < len(pattern):
+        if pattern[i] != "[":
+            i += 1
+            continue
+        j = i + 1
+        if j < len(pattern) and pattern[j] in "!^":
+            j += 1
+        if j < len(pattern) and pattern[j] == "]":
+            j += 1
+        end = pattern.find("]", j)
+        if end < 0:
+            return "unclosed '[' (write [[] for a literal bracket)"
+        body = pattern[i + 1 : end].lstrip("!^")
+        for a, b in re.findall(r"(.)-(.)", body):
+            if a > b:
+                return f"reversed range {a}-{b} matches nothing"
+        i = end + 1
+    return None
+
+
 def make_test(op: str, pattern: str, case_sensitive: bool = False) -> TextTest:
     """Build a test; raise re.error for a bad regex or glob."""
+    if op == "matches" and (problem := glob_problem(pattern)):
+        raise re.error(problem)
     flags = 0 if case_sensitive else re.IGNORECASE
     if op == "regex":
         return TextTest(op, pattern, case_sensitive, re.compile(pattern, flags))
