@@ -7,8 +7,8 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -41,7 +41,12 @@ class MaildirTree:
         """Deliver a message; headers are given as from_="a@b", subject="...". Returns its id."""
         self._n += 1
         mid = headers.pop("message_id", f"<m{self._n}@test.example>")
-        if raw is None:
+        if raw is not None:
+            for line in raw.split(b"\n"):
+                if line.lower().startswith(b"message-id:"):
+                    mid = line.split(b":", 1)[1].strip().decode()
+                    break
+        else:
             fields = {"Message-ID": mid}
             if date is not None:
                 fields["Date"] = format_datetime(date)

@@ -310,6 +310,13 @@ class Maildir:
             os.replace(tmp, path)
         return "".join(chr(97 + by_name[w]) for w in words if w in by_name)
 
+    def _translate_keywords(self, folder: str, dest: str, info: str) -> str:
+        """Keyword letters index a per-folder table: re-map them for the destination."""
+        words = self._keywords_of(folder, info)
+        letters = self._keyword_letters(dest, words, create=True) if words else ""
+        flags = "".join(c for c in info if not "a" <= c <= "z")
+        return "".join(sorted(flags + letters))
+
     # -- changing -----------------------------------------------------------------------
 
     def _resolve(self, ref: MessageRef) -> str:
@@ -321,18 +328,21 @@ class Maildir:
         ref.location = moved
         return moved
 
-    def _place(self, ref: MessageRef, dest_dir: str, unique: str) -> str:
-        """Link (or copy) the message into dest_dir under ``unique``; return the new path."""
+    def _place(self, ref: MessageRef, dest: str, unique: str) -> str:
+        """Link (or copy) the message into folder ``dest`` as ``unique``; return the new path."""
+        dest_dir = self.folder_dir(dest)
         src = self._resolve(ref)
         sub = os.path.basename(os.path.dirname(src))
         _, info = split_name(os.path.basename(src))
+        if any("a" <= c <= "z" for c in info):
+            info = self._translate_keywords(ref.folder, dest, info)
         name = f"{unique}:2,{info}" if sub == "cur" else unique
         target = os.path.join(dest_dir, sub, name)
         try:
             os.link(src, target)
         except FileExistsError:
             if not os.path.samefile(src, target):
-                return self._place(ref, dest_dir, new_unique())
+                return self._place(ref, dest, new_unique())
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                 raise
@@ -371,7 +381,7 @@ class Maildir:
         placed: list[tuple[MessageRef, str, str]] = []
 
         def link(ref: MessageRef) -> None:
-            placed.append((ref, self._resolve(ref), self._place(ref, dest_dir, ref.uid)))
+            placed.append((ref, self._resolve(ref), self._place(ref, dest, ref.uid)))
 
         results = self._batch(refs, link)
         self._sync({os.path.dirname(new) for _, _, new in placed})
@@ -389,7 +399,7 @@ class Maildir:
         if not refs:
             return []
         try:
-            dest_dir = self.ensure_folder(dest)
+            self.ensure_folder(dest)
         except FolderError as exc:
             return [str(exc)] * len(refs)
         touched: set[str] = set()
@@ -399,7 +409,7 @@ class Maildir:
             # repeated after a crash finds the first one instead of making another.
             digest = hashlib.sha1(f"{ref.uid}\0{dest}".encode()).hexdigest()[:10]  # noqa: S324
             unique = f"{ref.uid.split(',')[0]}.C{digest}"
-            new = self._place(ref, dest_dir, unique)
+            new = self._place(ref, dest, unique)
             touched.add(os.path.dirname(new))
             ref.arrived_in[dest] = split_name(os.path.basename(new))[0]
 
