@@ -121,14 +121,19 @@ def run_cli(env: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[st
         extra_env: dict[str, str] | None = None,
         timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
-        text = not isinstance(input, bytes)
-        return subprocess.run(
+        data = input.encode() if isinstance(input, str) else input
+        done = subprocess.run(
             [sys.executable, "-m", "mailrules.cli", *args],
-            input=input,
+            input=data,
             capture_output=True,
-            text=text,
             env={**env, **(extra_env or {})},
             timeout=timeout,
+        )
+        return subprocess.CompletedProcess(
+            done.args,
+            done.returncode,
+            done.stdout.decode("utf-8", "replace"),
+            done.stderr.decode("utf-8", "replace"),
         )
 
     return run
