@@ -20,7 +20,7 @@ from mailrules.executor import Item, execute
 from mailrules.message import MessageView
 from mailrules.rules.conditions import EvalContext
 from mailrules.rules.engine import Decision, Rule, decide
-from mailrules.sources.base import Mailbox, MessageRef
+from mailrules.sources.base import Known, Mailbox, MessageRef
 from mailrules.state import AuditRow, Seen, State
 
 log = logging.getLogger(__name__)
@@ -86,12 +86,6 @@ def run_once(
     return report
 
 
-def sort_key(uid: str) -> tuple[int, str]:
-    """Maildir names start with the delivery time; IMAP uids are numbers."""
-    head = uid.split(".", 1)[0]
-    return (int(head) if head.isdigit() else 0, uid)
-
-
 @dataclass
 class FolderRun:
     account: Account
@@ -103,50 +97,55 @@ class FolderRun:
     report: Report
 
     def run(self) -> None:
-        listing = self.box.list_folder(self.folder)
         name, folder = self.account.name, self.folder
-        known = self.state.folder_validity(name, folder) if self.state else None
-        first = known != listing.validity
-        if first and not (self.options.process_all or self.account.settings.existing == "process"):
-            self.report.notes.append(
-                f"{name}/{folder}: first run, {len(listing.refs)} messages already there "
-                "recorded as seen, none acted on (use --all or existing: process to apply rules)"
+        info = self.state.folder_info(name, folder) if self.state else None
+        known = Known()
+        if info is not None and self.state is not None:
+            state = self.state
+            known = Known(
+                validity=info.validity,
+                last_uid=info.last_uid,
+                polled_at=info.polled_at,
+                seen=lambda validity: state.seen_uids(name, folder, validity),
+                seen_message_ids=lambda: state.seen_message_ids(name, folder),
             )
-            if not self.options.dry_run and self.state:
-                self.state.baseline(name, folder, listing.validity, listing.refs)
-            return
-        if first or self.options.process_all or self.state is None:
-            new = list(listing.refs)
-            if first and not self.options.dry_run and self.state:
-                self.state.baseline(name, folder, listing.validity, ())
-        else:
-            seen = self.state.seen_uids(name, folder, listing.validity)
-            new = [uid for uid in listing.refs if uid not in seen]
-            self._forget_vanished(seen, set(listing.refs), listing.validity)
-        new.sort(key=sort_key)
-        self.report.new += len(new)
-        if new:
-            log.info("%s/%s: %d new of %d", name, folder, len(new), len(listing.refs))
+        scan = self.box.scan(
+            folder,
+            known,
+            process_all=self.options.process_all,
+            process_existing=self.account.settings.existing == "process",
+        )
+        if scan.note:
+            self.report.notes.append(f"{name}/{scan.note}")
+        writing = not self.options.dry_run and self.state is not None
+        if writing and scan.first:
+            first_cursor = scan.cursor if not scan.refs else None
+            self.state.baseline(name, folder, scan.validity, scan.baseline, first_cursor)
+        if writing and scan.forget:
+            self.state.commit(name, scan.validity, {}, {folder: scan.forget}, [])
+        self.report.new += len(scan.refs)
+        if scan.refs:
+            log.info("%s/%s: %d to process", name, folder, len(scan.refs))
         rules = [r for r in self.rules if r.applies_to(name, folder)]
         needs = frozenset().union(*(r.needs for r in rules)) if rules else frozenset()
-        for start in range(0, len(new), BATCH):
-            refs = [listing.refs[uid] for uid in new[start : start + BATCH]]
-            self._batch(refs, rules, needs, listing.validity)
-
-    def _forget_vanished(self, seen: set[str], present: set[str], validity: str) -> None:
-        gone = seen - present
-        if not gone or self.options.dry_run or self.state is None:
-            return
-        # A listing can miss a file that another program renames at that moment: forget
-        # only what a second listing confirms is gone.
-        gone -= set(self.box.list_folder(self.folder).refs)
-        if gone:
-            self.state.commit(self.account.name, validity, {}, {self.folder: sorted(gone)}, [])
+        lowest_failed: int | None = None
+        for start in range(0, len(scan.refs), BATCH):
+            refs = scan.refs[start : start + BATCH]
+            for uid in self._batch(refs, rules, needs, scan.validity):
+                if uid.isdigit():
+                    lowest_failed = min(int(uid), lowest_failed or int(uid))
+        if writing and scan.cursor is not None:
+            done_to = scan.cursor if lowest_failed is None else lowest_failed - 1
+            if known.last_uid is not None and not scan.first:
+                done_to = max(done_to, known.last_uid)
+            self.state.set_cursor(name, folder, scan.validity, done_to)
 
     def _batch(
         self, refs: list[MessageRef], rules: list[Rule], needs: frozenset[str], validity: str
-    ) -> None:
+    ) -> list[str]:
+        """Decide and act on one batch; return the uids that failed (to be retried)."""
         now = self.options.now or datetime.now(UTC)
+        failed: list[str] = []
         items: list[Item] = []
         unplanned: list[tuple[MessageRef, MessageView]] = []
         for ref, view in self.box.views(refs, needs):
@@ -156,6 +155,7 @@ class FolderRun:
             except RuleError as exc:
                 self._event(ref, view, "", "evaluate rules", str(exc))
                 self.report.failed_actions += 1
+                failed.append(ref.uid)
                 continue
             except Exception as exc:  # one bad message must not stop the rest
                 log.exception(
@@ -163,6 +163,7 @@ class FolderRun:
                 )
                 self._event(ref, view, "", "evaluate rules", f"internal error: {exc}")
                 self.report.failed_actions += 1
+                failed.append(ref.uid)
                 continue
             if view.defects:
                 log.warning(
@@ -180,9 +181,10 @@ class FolderRun:
             for item in items:
                 for step in item.steps:
                     self._event(item.ref, item.view, step.rule, step.describe(), "planned")
-            return
+            return failed
         execute(self.box, items)
         self._record(items, unplanned, validity)
+        return failed + [item.ref.uid for item in items if not item.ok]
 
     def _record(
         self, items: list[Item], unplanned: list[tuple[MessageRef, MessageView]], validity: str
@@ -226,9 +228,9 @@ class FolderRun:
             (forget if relocated else seen)[self.folder].append(
                 ref.uid if relocated else Seen(ref.uid, view.message_id)  # type: ignore[arg-type]
             )
-            for folder, uid in ref.arrived_in.items():
+            for folder, (uid, dest_validity) in ref.arrived_in.items():
                 if folder in watched and folder != self.folder:
-                    seen.setdefault(folder, []).append(Seen(uid, view.message_id))
+                    seen.setdefault(folder, []).append(Seen(uid, view.message_id, dest_validity))
         self.state.commit(name, validity, seen, forget, audit)  # type: ignore[union-attr]
 
     def _event(

@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS folders (
     validity TEXT NOT NULL,
     baseline_at REAL NOT NULL,
     last_uid INTEGER,
+    polled_at REAL,
     PRIMARY KEY (account, folder)
 );
 CREATE TABLE IF NOT EXISTS seen (
@@ -75,6 +76,14 @@ def default_state_dir() -> Path:
 class Seen:
     uid: str
     message_id: str = ""
+    validity: str | None = None  # None: the validity of the folder being committed
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    validity: str
+    last_uid: int | None
+    polled_at: float | None
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,39 @@ class State:
         ).fetchone()
         return row[0] if row else None
 
+    def folder_info(self, account: str, folder: str) -> FolderInfo | None:
+        row = self.db.execute(
+            "SELECT validity, last_uid, polled_at FROM folders WHERE account=? AND folder=?",
+            (account, folder),
+        ).fetchone()
+        return FolderInfo(*row) if row else None
+
+    def seen_message_ids(self, account: str, folder: str) -> set[str]:
+        rows = self.db.execute(
+            "SELECT message_id FROM seen WHERE account=? AND folder=? AND message_id != ''",
+            (account, folder),
+        )
+        return {r[0] for r in rows}
+
+    def set_cursor(self, account: str, folder: str, validity: str, last_uid: int | None) -> None:
+        """Record a poll: the highest uid handled, and forget seen rows at or below it."""
+        statements: list[tuple[str, Iterable[tuple[object, ...]]]] = [
+            (
+                "UPDATE folders SET last_uid=coalesce(?, last_uid), polled_at=? "
+                "WHERE account=? AND folder=? AND validity=?",
+                [(last_uid, time.time(), account, folder, validity)],
+            )
+        ]
+        if last_uid is not None:
+            statements.append(
+                (
+                    "DELETE FROM seen WHERE account=? AND folder=? AND validity=? "
+                    "AND CAST(uid AS INTEGER) <= ?",
+                    [(account, folder, validity, last_uid)],
+                )
+            )
+        self._write(statements)
+
     def seen_uids(self, account: str, folder: str, validity: str) -> set[str]:
         rows = self.db.execute(
             "SELECT uid FROM seen WHERE account=? AND folder=? AND validity=?",
@@ -142,16 +184,26 @@ class State:
         )
         return {r[0] for r in rows}
 
-    def baseline(self, account: str, folder: str, validity: str, uids: Iterable[str]) -> None:
+    def baseline(
+        self,
+        account: str,
+        folder: str,
+        validity: str,
+        uids: Iterable[str],
+        last_uid: int | None = None,
+    ) -> None:
         """Record a folder's current messages as seen, replacing any older validity."""
         now = time.time()
         self._write(
             [
-                ("DELETE FROM seen WHERE account=? AND folder=?", [(account, folder)]),
                 (
-                    "INSERT OR REPLACE INTO folders (account, folder, validity, baseline_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(account, folder, validity, now)],
+                    "DELETE FROM seen WHERE account=? AND folder=? AND validity != ?",
+                    [(account, folder, validity)],
+                ),
+                (
+                    "INSERT OR REPLACE INTO folders (account, folder, validity, baseline_at, "
+                    "last_uid, polled_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(account, folder, validity, now, last_uid, now)],
                 ),
                 (
                     "INSERT OR IGNORE INTO seen (account, folder, validity, uid, at) "
@@ -177,7 +229,7 @@ class State:
                     "INSERT OR REPLACE INTO seen (account, folder, validity, uid, message_id, at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (account, folder, validity, s.uid, s.message_id, now)
+                        (account, folder, s.validity or validity, s.uid, s.message_id, now)
                         for folder, rows in seen.items()
                         for s in rows
                     ],

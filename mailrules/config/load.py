@@ -9,8 +9,10 @@ Every problem is collected and raised together as one ConfigError, each as
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
@@ -24,7 +26,9 @@ from mailrules.rules.actions import FolderAction, parse_actions
 from mailrules.rules.checker import Checker, describe, did_you_mean
 from mailrules.rules.conditions import parse_condition
 from mailrules.rules.engine import Rule
+from mailrules.sources.base import Mailbox
 from mailrules.sources.maildir import Maildir
+from mailrules.transport.tls import normalise_fingerprint
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -33,10 +37,21 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 class Account:
     name: str
     settings: AccountModel
-    root: str
+    root: str | None = None  # Maildir accounts: the expanded path
+    timeout: float = 60.0
 
-    def mailbox(self) -> Maildir:
-        return Maildir(self.root, self.settings.layout, self.settings.trash)
+    @property
+    def kind(self) -> str:
+        return "imap" if self.settings.imap is not None else "maildir"
+
+    def mailbox(self) -> Mailbox:
+        """A mailbox object for this account; IMAP connects on first use, not here."""
+        if self.settings.imap is not None:
+            from mailrules.sources.imap import ImapMailbox
+
+            return ImapMailbox(self.name, self.settings.imap, self.settings.trash, self.timeout)
+        assert self.root is not None
+        return Maildir(self.root, self.settings.layout, self.settings.trash or "Trash")
 
 
 @dataclass
@@ -159,8 +174,8 @@ def _report(err: Any, base: Path, check: Checker, model: Any) -> None:
         key = str(loc[-1])
         fields = _fields_at(model, loc[len(base) : -1])
         hint = did_you_mean(key, fields) if fields else ""
-        if key in ("imap", "pop3"):
-            hint = f"{key.upper()} accounts are not available in this version; use maildir"
+        if key == "pop3":
+            hint = "POP3 accounts are not available in this version; use maildir or imap"
         check.error(loc, f"{check.where(parent)}: unknown key '{key}'; {hint}", key=True)
     elif kind == "missing":
         check.error(
@@ -193,13 +208,20 @@ def _real_path(base: Path, loc: tuple[Any, ...], doc: Document) -> Path:
 
 
 def _fields_at(model: Any, rel: Path) -> list[str]:
+    """The field names of the (nested) model at a relative path, for suggestions."""
     target = model
     if isinstance(model, TypeAdapter):
         target = AccountModel if rel else None
         rel = rel[1:]
-    if target is None or rel:
-        return []
-    return list(target.model_fields)
+    for part in rel:
+        if target is None or part not in target.model_fields:
+            return []
+        annotation = target.model_fields[part].annotation
+        candidates = [annotation, *typing.get_args(annotation)]
+        target = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+    return list(target.model_fields) if target is not None else []
 
 
 def _expand(value: str, path: Path, check: Checker) -> str | None:
@@ -236,18 +258,87 @@ def _accounts(data: dict[str, Any], check: Checker) -> dict[str, Account]:
     out = {}
     for name, settings in parsed.items():
         base = ("accounts", name)
-        root = _expand(settings.maildir, (*base, "maildir"), check)
-        if root is None:
+        sources = [k for k in ("maildir", "imap") if getattr(settings, k) is not None]
+        if len(sources) != 1:
+            check.error(
+                base,
+                f"{check.where(base)}: give exactly one of maildir or imap"
+                + (f" (found {' and '.join(sources)})" if sources else ""),
+            )
             continue
-        account = Account(name, settings, root)
+        account = Account(name, settings)
+        if settings.maildir is not None:
+            account.root = _expand(settings.maildir, (*base, "maildir"), check)
+            if account.root is None:
+                continue
+        else:
+            timeout = check.duration(settings.imap.timeout, (*base, "imap", "timeout"))
+            if timeout is None or not _imap_ok(settings, (*base, "imap"), check):
+                continue
+            account.timeout = timeout
         box = account.mailbox()
-        for i, folder in enumerate([*settings.folders, settings.trash]):
+        folders = [*settings.folders, *([settings.trash] if settings.trash else [])]
+        for i, folder in enumerate(folders):
             where = (*base, "folders", i) if i < len(settings.folders) else (*base, "trash")
             problem = box.check_folder_name(folder)
             if problem:
                 check.error(where, f"{check.where(where)}: {problem}")
         out[name] = account
     return out
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _imap_ok(settings: AccountModel, base: Path, check: Checker) -> bool:
+    imap = settings.imap
+    assert imap is not None
+    where = check.where(base)
+    problems = len(check.problems)
+    if imap.tunnel is not None:
+        if imap.host or imap.port:
+            check.error(base, f"{where}: give either tunnel or host/port, not both")
+        if not imap.tunnel:
+            check.error((*base, "tunnel"), f"{where}.tunnel: expected a command (argv list)")
+        return len(check.problems) == problems
+    if not imap.host:
+        check.error(base, f"{where}: missing required key 'host' (or a tunnel command)")
+        return False
+    if imap.security == "plain" and not imap.allow_plaintext and not _is_loopback(imap.host):
+        check.error(
+            (*base, "security"),
+            f"{where}.security: plain sends your password unencrypted to {imap.host}; use tls "
+            "or starttls, or set allow_plaintext: true if you really mean it",
+        )
+    if imap.fingerprint and normalise_fingerprint(imap.fingerprint) is None:
+        check.error(
+            (*base, "fingerprint"),
+            f"{where}.fingerprint: expected sha256: followed "
+            "by 64 hex digits (openssl x509 -noout -fingerprint -sha256)",
+        )
+    if imap.fingerprint and imap.security == "plain":
+        check.error((*base, "fingerprint"), f"{where}.fingerprint: needs tls or starttls")
+    secrets = [
+        k
+        for k in ("password", "password_file", "password_command", "oauth2_token_command")
+        if getattr(imap, k) is not None
+    ]
+    if len(secrets) != 1:
+        check.error(
+            base,
+            f"{where}: give exactly one of password, password_file, "
+            "password_command or oauth2_token_command"
+            + (f" (found {', '.join(secrets)})" if secrets else ""),
+        )
+    if not imap.username:
+        check.error(base, f"{where}: missing required key 'username'")
+    return len(check.problems) == problems
 
 
 def _rule(raw: Any, path: Path, check: Checker, accounts: dict[str, Account]) -> Rule | None:

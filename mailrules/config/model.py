@@ -16,13 +16,58 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class AccountModel(_Strict):
-    """One mail account. Today: a local Maildir."""
+class ImapModel(_Strict):
+    """How to reach and log in to an IMAP server."""
 
-    maildir: str = Field(
-        description="Path of the Maildir root (the folder holding cur/, new/, tmp/). "
-        "~ and ${VARIABLE} are expanded."
+    host: str | None = Field(None, description="Server name (not needed with tunnel).")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Default: 993 for tls, 143 for starttls and plain."
     )
+    security: Literal["tls", "starttls", "plain"] = Field(
+        "tls",
+        description="tls: implicit TLS (993). starttls: upgrade on 143, refused if the server "
+        "cannot. plain: no encryption; only to loopback unless allow_plaintext is true.",
+    )
+    allow_plaintext: bool = Field(
+        False, description="Permit security: plain to a host that is not loopback."
+    )
+    tunnel: list[str] | None = Field(
+        None,
+        description="Run this command (argv) and speak IMAP over its stdin/stdout, "
+        "pre-authenticated, e.g. [ssh, mailhost, /usr/lib/dovecot/imap].",
+    )
+    username: str | None = Field(None, description="Login name.")
+    password: str | None = Field(
+        None, description="The password itself; prefer password_file or password_command."
+    )
+    password_file: str | None = Field(
+        None, description="File holding the password (relative: in $CREDENTIALS_DIRECTORY)."
+    )
+    password_command: list[str] | None = Field(
+        None, description="Command (argv) that prints the password, e.g. [pass, show, mail]."
+    )
+    oauth2_token_command: list[str] | None = Field(
+        None, description="Command (argv) that prints an OAuth2 access token; run per login."
+    )
+    oauth2_mechanism: Literal["xoauth2", "oauthbearer"] = Field(
+        "xoauth2", description="SASL mechanism for the OAuth2 token."
+    )
+    ca_file: str | None = Field(None, description="CA certificate(s) to trust (PEM).")
+    fingerprint: str | None = Field(
+        None, description="Pin the server certificate: sha256:<64 hex digits>."
+    )
+    timeout: str = Field("60s", description="Connect and read timeout.")
+
+
+class AccountModel(_Strict):
+    """One mail account: a local Maildir, or an IMAP server."""
+
+    maildir: str | None = Field(
+        None,
+        description="Path of the Maildir root (the folder holding cur/, new/, tmp/). "
+        "~ and ${VARIABLE} are expanded.",
+    )
+    imap: ImapModel | None = Field(None, description="An IMAP account.")
     layout: Literal["maildir++", "fs"] = Field(
         "maildir++",
         description="How subfolders are stored: maildir++ (.Work.Clients, Dovecot's default) "
@@ -37,7 +82,11 @@ class AccountModel(_Strict):
         description="What the first run does with mail already in a folder: skip records it "
         "as seen without acting; process applies the rules to it.",
     )
-    trash: str = Field("Trash", description="Folder that 'delete' moves messages to.")
+    trash: str | None = Field(
+        None,
+        description="Folder that 'delete' moves messages to. Default: Trash (for IMAP, the "
+        "server's \\Trash special-use folder when it names one).",
+    )
 
 
 class RuleModel(_Strict):

@@ -8,7 +8,7 @@ a failed message stays where it was. Sources declare what they can do in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,7 +28,8 @@ class MessageRef:
     folder: str
     uid: str
     location: str = ""
-    arrived_in: dict[str, str] = field(default_factory=dict)  # folder -> uid there
+    arrived_in: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    """folder -> (uid, validity) of where actions put copies of it."""
 
 
 @dataclass
@@ -37,6 +38,37 @@ class Listing:
 
     validity: str
     refs: dict[str, MessageRef]
+
+
+@dataclass
+class Known:
+    """What the state store remembers of a folder, handed to ``Mailbox.scan``."""
+
+    validity: str | None = None
+    last_uid: int | None = None
+    polled_at: float | None = None
+    seen: Callable[[str], set[str]] = lambda validity: set()
+    seen_message_ids: Callable[[], set[str]] = lambda: set()
+
+
+@dataclass
+class Scan:
+    """The outcome of looking at a folder: what to process and what to remember.
+
+    ``first`` is set when the state had nothing usable for the folder (first contact,
+    or the server reset UIDVALIDITY). ``baseline`` lists uids to record as seen
+    without processing. ``cursor`` (IMAP) is the highest uid present at scan time;
+    the runner stores it once everything up to it is handled. ``forget`` lists uids
+    the state remembers that have left the folder.
+    """
+
+    validity: str
+    refs: list[MessageRef]
+    first: bool = False
+    baseline: list[str] = field(default_factory=list)
+    cursor: int | None = None
+    forget: list[str] = field(default_factory=list)
+    note: str | None = None
 
 
 class Mailbox(Protocol):
@@ -48,7 +80,10 @@ class Mailbox(Protocol):
     def check_folder_name(self, name: str) -> str | None:
         """Why a folder name cannot be used here, or None if it can."""
 
-    def list_folder(self, folder: str) -> Listing: ...
+    def scan(self, folder: str, known: Known, process_all: bool, process_existing: bool) -> Scan:
+        """Find the messages to process: new ones, or all with ``process_all``."""
+
+    def folders(self) -> list[str]: ...
 
     def views(
         self, refs: list[MessageRef], needs: frozenset[str]

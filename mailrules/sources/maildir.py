@@ -30,7 +30,7 @@ from mailrules import failpoints
 from mailrules.errors import FolderError, SourceError
 from mailrules.message import MessageView, read_header_block
 from mailrules.sources import mutf7
-from mailrules.sources.base import Listing, MessageRef, Result
+from mailrules.sources.base import Known, Listing, MessageRef, Result, Scan
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,12 @@ def new_unique(size: int | None = None) -> str:
     rand = os.urandom(4).hex()
     name = f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{counter}R{rand}.{host}"
     return name + (f",S={size}" if size is not None else "")
+
+
+def _arrival_order(uid: str) -> tuple[int, str]:
+    """Maildir names start with the delivery time in seconds."""
+    head = uid.split(".", 1)[0]
+    return (int(head) if head.isdigit() else 0, uid)
 
 
 def fsync_dir(path: str) -> None:
@@ -207,6 +213,29 @@ class Maildir:
             except OSError as exc:
                 raise SourceError(f"cannot list {path}/{sub}: {exc.strerror}") from None
         return Listing(VALIDITY, refs)
+
+    def scan(self, folder: str, known: Known, process_all: bool, process_existing: bool) -> Scan:
+        listing = self.list_folder(folder)
+        uids = sorted(listing.refs, key=_arrival_order)
+        first = known.validity != listing.validity
+        if process_all:
+            return Scan(listing.validity, [listing.refs[u] for u in uids], first=first)
+        if first and not process_existing:
+            note = (
+                f"{folder}: first run, {len(uids)} messages already there recorded as seen, "
+                "none acted on (use --all or existing: process to apply rules)"
+            )
+            return Scan(listing.validity, [], first=True, baseline=uids, note=note)
+        if first:
+            return Scan(listing.validity, [listing.refs[u] for u in uids], first=True)
+        seen = known.seen(listing.validity)
+        new = [listing.refs[u] for u in uids if u not in seen]
+        gone = seen - set(listing.refs)
+        if gone:
+            # A listing can miss a file that another program renames at that moment:
+            # forget only what a second listing confirms is gone.
+            gone -= set(self.list_folder(folder).refs)
+        return Scan(listing.validity, new, forget=sorted(gone))
 
     def _find(self, ref: MessageRef) -> str | None:
         """The current path of a message whose file was renamed by another program."""
@@ -390,7 +419,7 @@ class Maildir:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(old)
             ref.location = new
-            ref.arrived_in[dest] = ref.uid
+            ref.arrived_in[dest] = (ref.uid, VALIDITY)
             failpoints.reached()
         self._sync({os.path.dirname(old) for _, old, _ in placed})
         return results
@@ -411,7 +440,7 @@ class Maildir:
             unique = f"{ref.uid.split(',')[0]}.C{digest}"
             new = self._place(ref, dest, unique)
             touched.add(os.path.dirname(new))
-            ref.arrived_in[dest] = split_name(os.path.basename(new))[0]
+            ref.arrived_in[dest] = (split_name(os.path.basename(new))[0], VALIDITY)
 
         results = self._batch(refs, one)
         self._sync(touched)

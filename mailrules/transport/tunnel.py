@@ -1,0 +1,90 @@
+"""A command as transport: the protocol runs over its stdin/stdout (``ssh host imap``).
+
+The child gets pipes, and two threads relay them to one end of a socketpair whose
+other end the protocol client uses as an ordinary socket, so read timeouts, IDLE and
+``select`` work exactly as over TCP (the stdlib's IMAP4_stream offers none of that).
+The child's stderr goes to the log; its exit closes the socket, which the client sees
+as a dropped connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import subprocess
+import threading
+
+from mailrules.commands import child_env
+from mailrules.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+
+class Tunnel:
+    """A running tunnel command and our end of the socketpair."""
+
+    def __init__(self, argv: list[str], label: str) -> None:
+        self.argv = argv
+        self.label = label
+        ours, theirs = socket.socketpair()
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=child_env(),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            raise SourceError(f"{label}: cannot start tunnel {argv[0]!r}: {exc.strerror}") from None
+        self.sock = ours
+        self._theirs = theirs
+        for target in (self._to_child, self._from_child, self._stderr):
+            threading.Thread(target=target, daemon=True, name=f"tunnel-{label}").start()
+
+    def _to_child(self) -> None:
+        assert self.proc.stdin is not None
+        try:
+            while data := self._theirs.recv(65536):
+                self.proc.stdin.write(data)
+                self.proc.stdin.flush()
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+    def _from_child(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            while data := self.proc.stdout.read1(65536):
+                self._theirs.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                self._theirs.shutdown(socket.SHUT_RDWR)
+
+    def _stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            text = line.decode("utf-8", "replace").rstrip()
+            if text:
+                log.warning("%s: tunnel says: %s", self.label, text)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        with contextlib.suppress(OSError):
+            self._theirs.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
