@@ -276,9 +276,22 @@ def cmd_folders(args: argparse.Namespace) -> int:
     if account is None:
         print(f"mailrules: no account named {args.account!r}", file=sys.stderr)
         return EXIT_CONFIG
-    for name in account.mailbox().folders():
-        print(name)
+    box = account.mailbox()
+    try:
+        details = getattr(box, "folder_details", None)
+        if details is None:
+            for name in box.folders():
+                print(name)
+        else:
+            for name, attrs in details():
+                special = [a for a in attrs if a.lstrip("\\") in SPECIAL_USE]
+                print(f"{name}  {' '.join(special)}" if special else name)
+    finally:
+        box.close()
     return EXIT_OK
+
+
+SPECIAL_USE = {"All", "Archive", "Drafts", "Flagged", "Junk", "Sent", "Trash"}
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

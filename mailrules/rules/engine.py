@@ -48,7 +48,10 @@ class Rule:
 
     @property
     def needs(self) -> frozenset[str]:
-        return self.condition.needs if self.condition else frozenset()
+        """What messages must provide: body, size, ... and header:<name> for each header."""
+        if not self.condition:
+            return frozenset()
+        return self.condition.needs | {f"header:{h}" for h in self.condition.headers()}
 
 
 @dataclass(frozen=True)

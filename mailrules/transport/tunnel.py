@@ -74,7 +74,7 @@ class Tunnel:
         for line in self.proc.stderr:
             text = line.decode("utf-8", "replace").rstrip()
             if text:
-                log.warning("%s: tunnel says: %s", self.label, text)
+                log.info("%s: tunnel says: %s", self.label, text)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -1,0 +1,569 @@
+"""IMAP accounts: incremental by UID, header-only fetches, batched actions that lose nothing.
+
+New mail (RFC 3501, RFC 9051): ``STATUS (UIDNEXT UIDVALIDITY)`` tells whether anything
+arrived since the last handled UID; only then is the folder selected and
+``UID SEARCH UID last+1:*`` asked for the new UIDs (dropping the UID <= last that ``n:*``
+always returns). A poll with nothing new sends no SELECT, SEARCH or FETCH. Headers
+come in bulk, chunked, for just the fields the rules read; bodies only when a rule
+needs one.
+
+Actions are batched per destination as UID sets. ``UID MOVE`` (RFC 6851) where offered;
+otherwise ``UID COPY``, then ``UID STORE +FLAGS.SILENT (\\Deleted)``, then
+``UID EXPUNGE`` of exactly those UIDs (RFC 4315). Without UIDPLUS the messages keep
+``\\Deleted`` and a warning says so: mailrules never sends a plain ``EXPUNGE``, which
+would also remove what other clients marked deleted. Each step only starts when the
+previous one succeeded, so a dropped connection leaves a message in its old folder,
+its new one, or both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import logging
+import socket
+import ssl
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from imapclient import IMAPClient, SocketTimeout
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from mailrules.auth import CredentialError, SecretSource
+from mailrules.config.model import ImapModel
+from mailrules.errors import FolderError, SourceError
+from mailrules.message import MessageView
+from mailrules.sources.base import Known, MessageRef, Result, Scan
+from mailrules.transport.tls import TLSError, check_fingerprint, make_context
+from mailrules.transport.tunnel import Tunnel
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+logging.getLogger("imapclient").setLevel(logging.WARNING)  # its debug log shows protocol data
+
+CHUNK = 500  # UIDs per command: well under servers' request size limits
+FLAG_NAMES = {
+    "seen": b"\\Seen",
+    "answered": b"\\Answered",
+    "flagged": b"\\Flagged",
+    "deleted": b"\\Deleted",
+    "draft": b"\\Draft",
+}
+NAME_FLAGS = {v.lower(): k for k, v in FLAG_NAMES.items()}
+# Fields every fetch includes: what logs, templates and the audit log show.
+BASE_FIELDS = ("FROM", "TO", "CC", "SENDER", "SUBJECT", "DATE", "MESSAGE-ID", "LIST-ID")
+_NETWORK_ERRORS = (OSError, imaplib.IMAP4.abort, socket.timeout)
+
+
+class _TunnelIMAP4(imaplib.IMAP4):
+    """imaplib over a tunnel's socket: a real socket, so timeouts and IDLE work."""
+
+    def __init__(self, tunnel: Tunnel) -> None:
+        self._tunnel = tunnel
+        super().__init__("tunnel", 0)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return self._tunnel.sock
+
+
+class _TunnelClient(IMAPClient):
+    def __init__(self, tunnel: Tunnel, timeout: SocketTimeout) -> None:
+        self._tunnel = tunnel
+        super().__init__("tunnel", ssl=False, timeout=timeout)
+
+    def _create_IMAP4(self) -> imaplib.IMAP4:  # IMAPClient's hook for making the connection
+        return _TunnelIMAP4(self._tunnel)
+
+
+def uid_set(uids: list[int]) -> str:
+    """1,2,3,5 -> '1:3,5': compact sets, since IMAPClient sends every UID."""
+    out: list[str] = []
+    ordered = sorted(set(uids))
+    start = prev = ordered[0]
+    for uid in ordered[1:]:
+        if uid == prev + 1:
+            prev = uid
+            continue
+        out.append(f"{start}:{prev}" if prev > start else str(start))
+        start = prev = uid
+    out.append(f"{start}:{prev}" if prev > start else str(start))
+    return ",".join(out)
+
+
+def parse_uid_set(text: str) -> list[int]:
+    out: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition(":")
+        a, b = int(low), int(high or low)
+        out.extend(range(min(a, b), max(a, b) + 1))
+    return out
+
+
+class ImapMailbox:
+    """An IMAP account as a Mailbox. Connects on first use; ``close`` logs out."""
+
+    capabilities = frozenset({"move", "copy", "delete", "flags", "keywords"})
+
+    def __init__(self, account: str, settings: ImapModel, trash: str | None, timeout: float):
+        self.account = account
+        self.settings = settings
+        self.timeout = timeout
+        self._trash = trash
+        self._client: IMAPClient | None = None
+        self._tunnel: Tunnel | None = None
+        self._caps: set[bytes] = set()
+        self._delimiter = "/"
+        self._selected: str | None = None
+        self._warned_uidplus = False
+
+    # -- connection -----------------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        if self.settings.tunnel:
+            return f"{self.account} (tunnel {self.settings.tunnel[0]})"
+        return f"{self.account} ({self.settings.host})"
+
+    def _conn(self) -> IMAPClient:
+        if self._client is None:
+            try:
+                self._client = self._connect()
+            except SourceError:
+                self.close()
+                raise
+            except ssl.SSLCertVerificationError as exc:
+                self.close()
+                raise TLSError(
+                    f"{self.label}: the server certificate is not trusted ({exc.verify_message});"
+                    " if it is self-signed, set ca_file or pin its fingerprint"
+                ) from None
+            except (*_NETWORK_ERRORS, ssl.SSLError, IMAPClientError) as exc:
+                self.close()
+                raise SourceError(f"{self.label}: cannot connect: {exc}") from None
+        return self._client
+
+    def _connect(self) -> IMAPClient:
+        s = self.settings
+        timeout = SocketTimeout(self.timeout, self.timeout)
+        context = make_context(s.ca_file, s.fingerprint)
+        if s.tunnel:
+            self._tunnel = Tunnel(list(s.tunnel), self.label)
+            client: IMAPClient = _TunnelClient(self._tunnel, timeout)
+        elif s.security == "tls":
+            client = IMAPClient(
+                s.host, s.port or 993, ssl=True, ssl_context=context, timeout=timeout
+            )
+            check_fingerprint(client.socket(), s.fingerprint)
+        else:
+            client = IMAPClient(s.host, s.port or 143, ssl=False, timeout=timeout)
+        client.normalise_times = False
+        preauth = client.welcome.upper().startswith(b"* PREAUTH")
+        if preauth and not s.tunnel:
+            # An attacker in the path can inject PREAUTH to block the STARTTLS upgrade.
+            raise SourceError(
+                f"{self.label}: the server greeted with PREAUTH on a network connection; "
+                "refusing (PREAUTH is only accepted from a configured tunnel)"
+            )
+        if not s.tunnel and s.security == "starttls":
+            if b"STARTTLS" not in client.capabilities():
+                raise TLSError(
+                    f"{self.label}: security is starttls but the server does not offer "
+                    "STARTTLS; refusing to continue in plaintext"
+                )
+            try:
+                client.starttls(context)
+            except ssl.SSLCertVerificationError:
+                raise
+            except (IMAPClientError, ssl.SSLError, OSError) as exc:
+                raise TLSError(f"{self.label}: STARTTLS failed ({exc}); refusing") from None
+            check_fingerprint(client.socket(), s.fingerprint)
+        if not preauth:
+            self._login(client)
+        self._caps = set(client.capabilities())
+        self._delimiter = self._find_delimiter(client)
+        return client
+
+    def _login(self, client: IMAPClient) -> None:
+        s = self.settings
+        user = s.username or ""
+        try:
+            if s.oauth2_token_command:
+                token = SecretSource(command=tuple(s.oauth2_token_command)).read(
+                    f"{self.account}: oauth2_token_command"
+                )
+                if s.oauth2_mechanism == "oauthbearer":
+                    client.oauthbearer_login(user, token)
+                else:
+                    client.oauth2_login(user, token)
+                return
+            source = SecretSource(
+                value=s.password,
+                file=s.password_file,
+                command=tuple(s.password_command) if s.password_command else None,
+            )
+            client.login(user, source.read(f"{self.account}: password from {source.describe()}"))
+        except CredentialError as exc:
+            raise SourceError(str(exc)) from None
+        except LoginError as exc:
+            reason = str(exc).replace(user, "…") if user else str(exc)
+            raise SourceError(f"{self.label}: login as {user!r} refused: {reason}") from None
+
+    def _find_delimiter(self, client: IMAPClient) -> str:
+        try:
+            for _flags, delim, _name in client.list_folders("", "INBOX"):
+                if delim:
+                    return delim.decode() if isinstance(delim, bytes) else delim
+        except IMAPClientError:
+            pass
+        return "/"
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):  # the connection may already be gone
+                self._client.logout()
+        self._client = None
+        self._selected = None
+        if self._tunnel is not None:
+            self._tunnel.close()
+            self._tunnel = None
+
+    def _run(self, what: str, fn: Callable[..., T], *args: object) -> T:
+        """Call the server; turn a dropped connection into a SourceError for the account."""
+        try:
+            return fn(*args)
+        except _NETWORK_ERRORS as exc:
+            self.close()
+            raise SourceError(f"{self.label}: connection lost during {what}: {exc}") from None
+
+    # -- folders --------------------------------------------------------------------------
+
+    def server_name(self, folder: str) -> str:
+        return "INBOX" if folder.upper() == "INBOX" else folder.replace("/", self._delimiter)
+
+    def clean_component(self, value: str) -> str:
+        value = value.replace("/", "_").replace(self._delimiter, "_").strip()
+        return value or "_"
+
+    def check_folder_name(self, name: str) -> str | None:
+        if any(not part.strip() for part in name.split("/")):
+            return f"folder name {name!r} has an empty part"
+        return None
+
+    def folders(self) -> list[str]:
+        return [name for name, _ in self.folder_details()]
+
+    def folder_details(self) -> list[tuple[str, list[str]]]:
+        """(name with '/' separators, special-use and other attributes) for every folder."""
+        client = self._conn()
+        out = []
+        for flags, delim, name in self._run("LIST", client.list_folders):
+            sep = delim.decode() if isinstance(delim, bytes) else (delim or "/")
+            attrs = [f.decode() if isinstance(f, bytes) else str(f) for f in flags]
+            out.append((name.replace(sep, "/") if sep != "/" else name, attrs))
+        return sorted(out, key=lambda item: (item[0].upper() != "INBOX", item[0]))
+
+    def _trash_folder(self) -> str:
+        if self._trash:
+            return self._trash
+        for name, attrs in self.folder_details():
+            if "\\Trash" in attrs:
+                self._trash = name
+                return name
+        self._trash = "Trash"
+        return self._trash
+
+    def _select(self, folder: str) -> IMAPClient:
+        client = self._conn()
+        if self._selected != folder:
+            try:
+                self._run("SELECT", client.select_folder, self.server_name(folder))
+            except IMAPClientError as exc:
+                raise SourceError(f"{self.label}: cannot open folder {folder!r}: {exc}") from None
+            self._selected = folder
+        return client
+
+    def _create(self, folder: str) -> None:
+        client = self._conn()
+        name = self.server_name(folder)
+        try:
+            self._run("CREATE", client.create_folder, name)
+        except IMAPClientError as exc:
+            if "ALREADYEXISTS" not in str(exc).upper():
+                raise FolderError(f"{self.label}: cannot create folder {folder!r}: {exc}") from None
+        try:
+            self._run("SUBSCRIBE", client.subscribe_folder, name)
+        except IMAPClientError:
+            log.warning("%s: created %s but could not subscribe to it", self.label, folder)
+        log.info("%s: created folder %s", self.label, folder)
+
+    # -- finding new mail -----------------------------------------------------------------
+
+    def scan(self, folder: str, known: Known, process_all: bool, process_existing: bool) -> Scan:
+        client = self._conn()
+        try:
+            status = self._run(
+                "STATUS",
+                client.folder_status,
+                self.server_name(folder),
+                [b"UIDNEXT", b"UIDVALIDITY"],
+            )
+        except IMAPClientError as exc:
+            if folder.upper() == "INBOX":
+                raise SourceError(f"{self.label}: cannot read INBOX: {exc}") from None
+            log.warning("%s: folder %s cannot be read (%s); nothing to do", self.label, folder, exc)
+            return Scan(known.validity or "", [])
+        validity = str(status[b"UIDVALIDITY"])
+        top = int(status[b"UIDNEXT"]) - 1  # the highest UID the folder can hold now
+        first = known.validity != validity
+        last = known.last_uid
+        if not process_all and not first and last is not None and top <= last:
+            return Scan(validity, [], cursor=last)
+        if first and known.validity is None and not process_existing and not process_all:
+            note = (
+                f"{folder}: first run, mail already there recorded as seen (up to UID "
+                f"{top}), none acted on (use --all or existing: process to apply rules)"
+            )
+            return Scan(validity, [], first=True, cursor=top, note=note)
+        self._select(folder)
+        note = None
+        if process_all or (first and known.validity is None):
+            uids = self._search(["ALL"])
+        elif first:
+            uids = self._revalidated(known)
+            note = (
+                f"{folder}: the server reset UIDVALIDITY ({known.validity} -> {validity}); "
+                f"state rebuilt, {len(uids)} recent unhandled messages will be processed"
+            )
+        else:
+            assert last is not None
+            uids = [u for u in self._search(["UID", f"{last + 1}:*"]) if u > last]
+            seen = known.seen(validity)
+            uids = [u for u in uids if str(u) not in seen]
+        cursor = max([top, *uids]) if uids or top >= 0 else None
+        refs = [MessageRef(folder, str(u), str(u)) for u in sorted(uids)]
+        return Scan(validity, refs, first=first, cursor=cursor, note=note)
+
+    def _search(self, criteria: list[str]) -> list[int]:
+        client = self._conn()
+        try:
+            return [int(u) for u in self._run("SEARCH", client.search, criteria)]
+        except IMAPClientError as exc:
+            raise SourceError(f"{self.label}: SEARCH failed: {exc}") from None
+
+    def _revalidated(self, known: Known) -> list[int]:
+        """After a UIDVALIDITY reset: recent messages whose Message-ID was never handled."""
+        since = datetime.fromtimestamp(known.polled_at or 0, UTC) - timedelta(days=1)
+        candidates = self._search(["SINCE", since.date()])
+        handled = known.seen_message_ids()
+        cutoff = since + timedelta(days=1) - timedelta(minutes=10)
+        out = []
+        for uid, data in self._fetch(
+            candidates, [b"INTERNALDATE", b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
+        ).items():
+            view = MessageView(header_block=_header_bytes(data))
+            arrived = data.get(b"INTERNALDATE")
+            if view.message_id in handled or (arrived and arrived < cutoff):
+                continue
+            out.append(uid)
+        return out
+
+    def _fetch(self, uids: list[int], items: list[bytes]) -> dict[int, dict[bytes, object]]:
+        client = self._conn()
+        out: dict[int, dict[bytes, object]] = {}
+        for start in range(0, len(uids), CHUNK):
+            chunk = uids[start : start + CHUNK]
+            try:
+                out.update(self._run("FETCH", client.fetch, chunk, items))
+            except IMAPClientError as exc:
+                raise SourceError(f"{self.label}: FETCH failed: {exc}") from None
+        return out
+
+    def views(
+        self, refs: list[MessageRef], needs: frozenset[str]
+    ) -> Iterator[tuple[MessageRef, MessageView]]:
+        if not refs:
+            return
+        folder = refs[0].folder
+        self._select(folder)
+        headers = sorted({*BASE_FIELDS, *(n[7:].upper() for n in needs if n.startswith("header:"))})
+        fields = f"BODY.PEEK[HEADER.FIELDS ({' '.join(headers)})]".encode()
+        by_uid = {int(r.uid): r for r in refs}
+        data = self._fetch(sorted(by_uid), [b"FLAGS", b"RFC822.SIZE", b"INTERNALDATE", fields])
+        for uid in sorted(by_uid):
+            item = data.get(uid)
+            if item is None:
+                log.info("%s/%s: UID %d vanished before it was read", self.account, folder, uid)
+                continue
+            ref = by_uid[uid]
+            raw_flags = [
+                f if isinstance(f, bytes) else str(f).encode() for f in item.get(b"FLAGS", ())
+            ]
+            arrived = item.get(b"INTERNALDATE")
+            yield (
+                ref,
+                MessageView(
+                    header_block=_header_bytes(item),
+                    name=f"UID {uid}",
+                    size=item.get(b"RFC822.SIZE"),  # type: ignore[arg-type]
+                    arrived=arrived if isinstance(arrived, datetime) else None,
+                    flags=frozenset(
+                        NAME_FLAGS[f.lower()] for f in raw_flags if f.lower() in NAME_FLAGS
+                    ),
+                    keywords=frozenset(
+                        f.decode("utf-8", "replace") for f in raw_flags if not f.startswith(b"\\")
+                    ),
+                    load_bytes=lambda ref=ref: self._body(ref),
+                ),
+            )
+
+    def _body(self, ref: MessageRef) -> bytes:
+        self._select(ref.folder)
+        item = self._fetch([int(ref.location)], [b"BODY.PEEK[]"]).get(int(ref.location), {})
+        body = item.get(b"BODY[]")
+        if not isinstance(body, bytes):
+            raise SourceError(f"{self.label}: {ref.folder} UID {ref.location} has no body")
+        return body
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def _chunks(self, refs: list[MessageRef]) -> Iterator[tuple[list[MessageRef], str]]:
+        for start in range(0, len(refs), CHUNK):
+            chunk = refs[start : start + CHUNK]
+            yield chunk, uid_set([int(r.location) for r in chunk])
+
+    def _uid_command(self, name: str, *args: object) -> None:
+        client = self._conn()
+        typ, data = self._run(name, client._imap.uid, name, *args)
+        if typ != "OK":
+            text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
+            raise IMAPClientError(f"UID {name} failed: {text}")
+
+    def _transfer(self, refs: list[MessageRef], dest: str, verb: str) -> list[Result]:
+        """UID COPY or UID MOVE into dest (created on TRYCREATE); record where copies went."""
+        if not refs:
+            return []
+        self._select(refs[0].folder)
+        client = self._conn()
+        target = client._normalise_folder(self.server_name(dest))
+        results: list[Result] = []
+        for chunk, uids in self._chunks(refs):
+            client._imap.untagged_responses.pop("COPYUID", None)
+            try:
+                try:
+                    self._uid_command(verb, uids, target)
+                except IMAPClientError as exc:
+                    if "TRYCREATE" not in str(exc).upper():
+                        raise
+                    self._create(dest)
+                    self._uid_command(verb, uids, target)
+            except (IMAPClientError, FolderError) as exc:
+                results.extend([f"{verb.lower()} to {dest!r}: {exc}"] * len(chunk))
+                continue
+            self._note_copyuid(chunk, dest)
+            results.extend([None] * len(chunk))
+        return results
+
+    def _note_copyuid(self, chunk: list[MessageRef], dest: str) -> None:
+        client = self._conn()
+        for raw in client._imap.untagged_responses.pop("COPYUID", None) or []:
+            try:
+                validity, src, dst = raw.decode().split()
+                mapping = dict(zip(parse_uid_set(src), parse_uid_set(dst), strict=True))
+            except (ValueError, UnicodeDecodeError):
+                continue
+            for ref in chunk:
+                new = mapping.get(int(ref.location))
+                if new is not None:
+                    ref.arrived_in[dest] = (str(new), validity)
+
+    def move(self, refs: list[MessageRef], dest: str) -> list[Result]:
+        if not refs or dest == refs[0].folder:
+            return [None] * len(refs)
+        if b"MOVE" in self._caps:
+            return self._transfer(refs, dest, "MOVE")
+        results = self._transfer(refs, dest, "COPY")
+        copied = [r for r, res in zip(refs, results, strict=True) if res is None]
+        removed = dict(zip((id(r) for r in copied), self._expunge(copied), strict=True))
+        return [
+            res if res is not None else removed[id(r)] for r, res in zip(refs, results, strict=True)
+        ]
+
+    def copy(self, refs: list[MessageRef], dest: str) -> list[Result]:
+        return self._transfer(refs, dest, "COPY")
+
+    def _expunge(self, refs: list[MessageRef]) -> list[Result]:
+        """STORE \\Deleted on exactly these UIDs, then UID EXPUNGE them (never EXPUNGE)."""
+        if not refs:
+            return []
+        self._select(refs[0].folder)
+        results: list[Result] = []
+        for chunk, uids in self._chunks(refs):
+            try:
+                self._uid_command("STORE", uids, "+FLAGS.SILENT", "(\\Deleted)")
+            except IMAPClientError as exc:
+                results.extend([f"cannot mark deleted: {exc}"] * len(chunk))
+                continue
+            if b"UIDPLUS" not in self._caps:
+                if not self._warned_uidplus:
+                    log.warning(
+                        "%s: the server lacks UIDPLUS, so removed messages keep \\Deleted and "
+                        "stay until some client expunges (mailrules never sends a plain "
+                        "EXPUNGE, which would also remove what others marked deleted)",
+                        self.label,
+                    )
+                    self._warned_uidplus = True
+                results.extend([None] * len(chunk))
+                continue
+            try:
+                self._uid_command("EXPUNGE", uids)
+            except IMAPClientError as exc:
+                results.extend([f"marked deleted, but UID EXPUNGE failed: {exc}"] * len(chunk))
+                continue
+            results.extend([None] * len(chunk))
+        return results
+
+    def delete(self, refs: list[MessageRef], expunge: bool) -> list[Result]:
+        if not refs:
+            return []
+        if expunge:
+            return self._expunge(refs)
+        trash = self._trash_folder()
+        if refs[0].folder == trash:
+            return [None] * len(refs)
+        return self.move(refs, trash)
+
+    def set_flags(
+        self, refs: list[MessageRef], add: frozenset[str], remove: frozenset[str], keywords: bool
+    ) -> list[Result]:
+        if not refs:
+            return []
+        self._select(refs[0].folder)
+
+        def names(items: frozenset[str]) -> str:
+            return " ".join(sorted(w if keywords else FLAG_NAMES[w].decode() for w in items))
+
+        results: list[Result] = []
+        for chunk, uids in self._chunks(refs):
+            try:
+                if add:
+                    self._uid_command("STORE", uids, "+FLAGS.SILENT", f"({names(add)})")
+                if remove:
+                    self._uid_command("STORE", uids, "-FLAGS.SILENT", f"({names(remove)})")
+            except IMAPClientError as exc:
+                results.extend([f"cannot change flags: {exc}"] * len(chunk))
+                continue
+            results.extend([None] * len(chunk))
+        return results
+
+
+def _header_bytes(item: dict[bytes, object]) -> bytes:
+    """The header block from a FETCH item, whatever the server named the key."""
+    for key, value in item.items():
+        if (
+            isinstance(key, bytes)
+            and key.upper().startswith(b"BODY[HEADER")
+            and isinstance(value, bytes)
+        ):
+            return value
+    return b""
