@@ -20,6 +20,7 @@ from mailrules.executor import Item, execute
 from mailrules.message import MessageView
 from mailrules.rules.conditions import EvalContext
 from mailrules.rules.engine import Decision, Rule, decide
+from mailrules.rules.search import any_of, to_search
 from mailrules.sources.base import Known, Mailbox, MessageRef
 from mailrules.state import AuditRow, Seen, State
 
@@ -109,11 +110,15 @@ class FolderRun:
                 seen=lambda validity: state.seen_uids(name, folder, validity),
                 seen_message_ids=lambda: state.seen_message_ids(name, folder),
             )
+        process_existing = self.account.settings.existing == "process"
+        rules = [r for r in self.rules if r.applies_to(name, folder)]
+        full_pass = self.options.process_all or (process_existing and info is None)
         scan = self.box.scan(
             folder,
             known,
             process_all=self.options.process_all,
-            process_existing=self.account.settings.existing == "process",
+            process_existing=process_existing,
+            narrow=self._narrow(rules) if full_pass else None,
         )
         if scan.note:
             self.report.notes.append(f"{name}/{scan.note}")
@@ -126,7 +131,6 @@ class FolderRun:
         self.report.new += len(scan.refs)
         if scan.refs:
             log.info("%s/%s: %d to process", name, folder, len(scan.refs))
-        rules = [r for r in self.rules if r.applies_to(name, folder)]
         needs = frozenset().union(*(r.needs for r in rules)) if rules else frozenset()
         lowest_failed: int | None = None
         for start in range(0, len(scan.refs), BATCH):
@@ -139,6 +143,17 @@ class FolderRun:
             if known.last_uid is not None and not scan.first:
                 done_to = max(done_to, known.last_uid)
             self.state.set_cursor(name, folder, scan.validity, done_to)
+
+    def _narrow(self, rules: list[Rule]) -> list[object] | None:
+        """SEARCH criteria that every message some rule could act on matches, if any."""
+        now = self.options.now or datetime.now(UTC)
+        parts = []
+        for rule in rules:
+            found = to_search(rule.condition, now) if rule.condition else None
+            if found is None:
+                return None
+            parts.append(found)
+        return any_of(parts).criteria if parts else None
 
     def _batch(
         self, refs: list[MessageRef], rules: list[Rule], needs: frozenset[str], validity: str

@@ -57,6 +57,11 @@ class ImapModel(_Strict):
         None, description="Pin the server certificate: sha256:<64 hex digits>."
     )
     timeout: str = Field("60s", description="Connect and read timeout.")
+    server_search: bool = Field(
+        True,
+        description="On a full pass (--all, existing: process), let the server's SEARCH skip "
+        "messages no rule can match; the rules still decide every candidate exactly.",
+    )
 
 
 class AccountModel(_Strict):

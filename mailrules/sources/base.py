@@ -80,8 +80,19 @@ class Mailbox(Protocol):
     def check_folder_name(self, name: str) -> str | None:
         """Why a folder name cannot be used here, or None if it can."""
 
-    def scan(self, folder: str, known: Known, process_all: bool, process_existing: bool) -> Scan:
-        """Find the messages to process: new ones, or all with ``process_all``."""
+    def scan(
+        self,
+        folder: str,
+        known: Known,
+        process_all: bool,
+        process_existing: bool,
+        narrow: list[object] | None = None,
+    ) -> Scan:
+        """Find the messages to process: new ones, or all with ``process_all``.
+
+        ``narrow``: IMAP SEARCH criteria matching a superset of what any rule can
+        match, which a full pass may use to skip the rest.
+        """
 
     def folders(self) -> list[str]: ...
 

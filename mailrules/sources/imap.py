@@ -34,6 +34,7 @@ from mailrules.auth import CredentialError, SecretSource
 from mailrules.config.model import ImapModel
 from mailrules.errors import FolderError, SourceError
 from mailrules.message import MessageView
+from mailrules.rules.search import needs_utf8
 from mailrules.sources.base import Known, MessageRef, Result, Scan
 from mailrules.transport.tls import TLSError, check_fingerprint, make_context
 from mailrules.transport.tunnel import Tunnel
@@ -299,7 +300,14 @@ class ImapMailbox:
 
     # -- finding new mail -----------------------------------------------------------------
 
-    def scan(self, folder: str, known: Known, process_all: bool, process_existing: bool) -> Scan:
+    def scan(
+        self,
+        folder: str,
+        known: Known,
+        process_all: bool,
+        process_existing: bool,
+        narrow: list[object] | None = None,
+    ) -> Scan:
         client = self._conn()
         try:
             status = self._run(
@@ -328,7 +336,9 @@ class ImapMailbox:
         self._select(folder)
         note = None
         if process_all or (first and known.validity is None):
-            uids = self._search(["ALL"])
+            uids = self._narrowed(narrow) if narrow and self.settings.server_search else None
+            if uids is None:
+                uids = self._search(["ALL"])
         elif first:
             uids = self._revalidated(known)
             note = (
@@ -350,6 +360,18 @@ class ImapMailbox:
             return [int(u) for u in self._run("SEARCH", client.search, criteria)]
         except IMAPClientError as exc:
             raise SourceError(f"{self.label}: SEARCH failed: {exc}") from None
+
+    def _narrowed(self, criteria: list[object]) -> list[int] | None:
+        """UIDs the server says may match; None if the server cannot search that."""
+        client = self._conn()
+        charset = "UTF-8" if needs_utf8(criteria) else None
+        try:
+            found = self._run("SEARCH", client.search, criteria, charset)
+        except IMAPClientError as exc:
+            log.warning("%s: the server refused the narrowing SEARCH (%s); deciding every "
+                        "message here instead", self.label, exc)  # fmt: skip
+            return None
+        return [int(u) for u in found]
 
     def _revalidated(self, known: Known) -> list[int]:
         """After a UIDVALIDITY reset: recent messages whose Message-ID was never handled."""

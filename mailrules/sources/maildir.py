@@ -214,7 +214,14 @@ class Maildir:
                 raise SourceError(f"cannot list {path}/{sub}: {exc.strerror}") from None
         return Listing(VALIDITY, refs)
 
-    def scan(self, folder: str, known: Known, process_all: bool, process_existing: bool) -> Scan:
+    def scan(
+        self,
+        folder: str,
+        known: Known,
+        process_all: bool,
+        process_existing: bool,
+        narrow: list[object] | None = None,
+    ) -> Scan:
         listing = self.list_folder(folder)
         uids = sorted(listing.refs, key=_arrival_order)
         first = known.validity != listing.validity
