@@ -56,7 +56,7 @@ class ImapModel(_Strict):
     fingerprint: str | None = Field(
         None, description="Pin the server certificate: sha256:<64 hex digits>."
     )
-    timeout: str = Field("60s", description="Connect and read timeout.")
+    timeout: str | int = Field("60s", description="Connect and read timeout (30s, 2m).")
     server_search: bool = Field(
         True,
         description="On a full pass (--all, existing: process), let the server's SEARCH skip "
