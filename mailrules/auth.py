@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from mailrules.commands import CommandFailed, run_command
 from mailrules.errors import MailrulesError
+from mailrules.log import register_secret
 
 
 class CredentialError(MailrulesError):
@@ -37,6 +38,11 @@ class SecretSource:
 
     def read(self, label: str, timeout: float = 30.0) -> str:
         """The secret, stripped of its trailing newline. Raises CredentialError."""
+        secret = self._read(label, timeout)
+        register_secret(secret)
+        return secret
+
+    def _read(self, label: str, timeout: float) -> str:
         if self.value is not None:
             return self.value
         if self.file:
