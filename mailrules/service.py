@@ -519,9 +519,8 @@ class Service:
             )
         status.next_run = self._next_run(rt.name)
         log.error(
-            "%s: %s; next try at %s (in %.0fs; %d failure%s in a row)",
-            rt.name,
-            error,
+            "%s; next try at %s (in %.0fs; %d failure%s in a row)",
+            error if error.startswith(f"{rt.name} ") else f"{rt.name}: {error}",
             _clock(status.next_run),
             (status.next_run or retry_at) - time.time(),
             status.failures,

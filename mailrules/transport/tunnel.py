@@ -43,8 +43,12 @@ class Tunnel:
             raise SourceError(f"{label}: cannot start tunnel {argv[0]!r}: {exc.strerror}") from None
         self.sock = ours
         self._theirs = theirs
-        for target in (self._to_child, self._from_child, self._stderr):
-            threading.Thread(target=target, daemon=True, name=f"tunnel-{label}").start()
+        self._threads = [
+            threading.Thread(target=target, daemon=True, name=f"tunnel-{label}")
+            for target in (self._to_child, self._from_child, self._stderr)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _to_child(self) -> None:
         assert self.proc.stdin is not None
@@ -88,3 +92,10 @@ class Tunnel:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for thread in self._threads:  # they end at the child's EOF
+            if thread is not threading.current_thread():
+                thread.join(timeout=1)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
