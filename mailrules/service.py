@@ -392,28 +392,47 @@ class Service:
         Runs it on the calling thread unless a run of the account is going on, which will
         then also do this request before it ends.
         """
+        rt = self.claim(name, folder)
+        if rt is not None:
+            self.run_claimed(rt)
+
+    def claim(self, name: str, folder: str | None) -> AccountRuntime | None:
+        """Mark ``folder`` (None: all) pending; return the account's runtime if the caller
+        is now its runner (and must call ``run_claimed``), None if a run is going on (it
+        takes the request along) or the service is stopping."""
         rt = self.runtimes.get(name)
         if rt is None:
-            return
+            return None
+        with rt.mutex:
+            log.debug("%s: run requested for %s", name, folder or "all folders")
+            if folder is None:
+                rt.pending_all = True
+            else:
+                rt.pending.add(folder)
+            if rt.running or self.stopping.is_set():
+                return None
+            rt.running = True
+            return rt
+
+    def release(self, rt: AccountRuntime) -> None:
+        """Give up a claim without running; what is pending waits for the next request."""
+        with rt.mutex:
+            rt.running = False
+
+    def run_claimed(self, rt: AccountRuntime, own: tuple[str, Mailbox] | None = None) -> bool:
+        """Run what is pending for a claimed account until nothing is; False if the last
+        run failed. ``own``: (folder, mailbox) of an IDLE watcher, used for that folder."""
         with self._busy:
             self._active += 1
         try:
-            with rt.mutex:
-                log.debug("%s: run requested for %s", name, folder or "all folders")
-                if folder is None:
-                    rt.pending_all = True
-                else:
-                    rt.pending.add(folder)
-                if rt.running or self.stopping.is_set():
-                    return
-                rt.running = True
-            self._drain(rt)
+            self._drain(rt, own)
         finally:
             with self._busy:
                 self._active -= 1
                 self._busy.notify_all()
+        return rt.status.failures == 0
 
-    def _drain(self, rt: AccountRuntime) -> None:
+    def _drain(self, rt: AccountRuntime, own: tuple[str, Mailbox] | None = None) -> None:
         try:
             while True:
                 with rt.mutex:
@@ -429,13 +448,21 @@ class Service:
                     if rt.stale:
                         rt.close_box()
                         rt.stale = False
-                self._run(rt, account, folders)
+                box = own[1] if own is not None and folders == [own[0]] else None
+                self._run(rt, account, folders, box)
         except BaseException:
             with rt.mutex:
                 rt.running = False
             raise
 
-    def _run(self, rt: AccountRuntime, account: Account, folders: list[str] | None) -> None:
+    def _run(
+        self,
+        rt: AccountRuntime,
+        account: Account,
+        folders: list[str] | None,
+        box: Mailbox | None = None,
+    ) -> None:
+        """One run of the account's ``folders``, on ``box`` (a watcher's) or its own."""
         config = self.config
         started = time.time()
         error: str | None = None
@@ -449,29 +476,19 @@ class Service:
                 self._failed(rt, None, started, str(exc))
                 return
             try:
-                if rt.box is not None and time.monotonic() - rt.box_used > REUSE_WITHIN:
-                    rt.close_box()
-                if rt.box is None:
-                    rt.box = account.mailbox()
-                reused = bool(getattr(rt.box, "connected", False))
-                try:
-                    run_account(account, rt.box, state, config.rules, options, report, folders)
-                except SourceError as exc:
-                    if not reused or self.stopping.is_set():
-                        raise
-                    log.info("%s: the open connection failed (%s); trying a new one", rt.name, exc)
-                    rt.close_box()
-                    rt.box = account.mailbox()
-                    run_account(account, rt.box, state, config.rules, options, report, folders)
+                if box is not None:  # a watcher's: it reconnects by itself if this fails
+                    run_account(account, box, state, config.rules, options, report, folders)
+                else:
+                    self._run_on_account_box(rt, account, state, config, options, report, folders)
             except (SourceError, StateError) as exc:
                 error = str(exc)
-                rt.close_box()
+                if box is None:
+                    rt.close_box()
             except Exception as exc:  # a bug must not end the service; the account retries
                 log.exception("%s: run failed", rt.name)
                 error = f"internal error: {exc!r}"
-                rt.close_box()
-            finally:
-                rt.box_used = time.monotonic()
+                if box is None:
+                    rt.close_box()
             try:
                 if error is None:
                     self._succeeded(rt, state, started, report)
@@ -479,6 +496,36 @@ class Service:
                     self._failed(rt, state, started, error)
             finally:
                 state.close()
+
+    def _run_on_account_box(
+        self,
+        rt: AccountRuntime,
+        account: Account,
+        state: State,
+        config: Config,
+        options: RunOptions,
+        report: Report,
+        folders: list[str] | None,
+    ) -> None:
+        """Run on the account's own connection: kept if used recently, else a new one; a
+        kept one that turns out dead is replaced once, at once."""
+        try:
+            if rt.box is not None and time.monotonic() - rt.box_used > REUSE_WITHIN:
+                rt.close_box()
+            if rt.box is None:
+                rt.box = account.mailbox()
+            reused = bool(getattr(rt.box, "connected", False))
+            try:
+                run_account(account, rt.box, state, config.rules, options, report, folders)
+            except SourceError as exc:
+                if not reused or self.stopping.is_set():
+                    raise
+                log.info("%s: the open connection failed (%s); trying a new one", rt.name, exc)
+                rt.close_box()
+                rt.box = account.mailbox()
+                run_account(account, rt.box, state, config.rules, options, report, folders)
+        finally:
+            rt.box_used = time.monotonic()
 
     def _succeeded(self, rt: AccountRuntime, state: State, started: float, report: Report) -> None:
         status = rt.status

@@ -153,6 +153,28 @@ def test_new_mail_triggers_its_rule_within_seconds_via_idle(
     assert "STOPPING=1" in notify.wait_for("STOPPING=1")
 
 
+def test_mail_that_arrives_during_a_run_is_not_left_for_the_backstop(
+    dovecot, services, tmp_path, env
+):
+    done = tmp_path / "done.txt"
+    config = write_config(
+        tmp_path / "rules.yaml",
+        dovecot,
+        f"""\
+        - name: slow
+          then:
+            - run: [sh, -c, 'sleep 1; echo "$MAILRULES_MESSAGE_ID" >> {done}']
+            - move: Done
+        """,
+    )
+    service = start(services, tmp_path, config, env)
+    dovecot.append("INBOX", message("first"))
+    service.wait_log("INBOX: 1 to process")  # the watcher is busy with it now
+    dovecot.append("INBOX", message("second"))  # announced to the busy connection only
+    wait_until(lambda: dovecot.subjects("Done") == ["first", "second"], 10, "both messages")
+    assert service.stop() == 0
+
+
 def test_server_killed_mid_idle_reconnects_and_misses_nothing(dovecot, services, tmp_path, env):
     config = write_config(tmp_path / "rules.yaml", dovecot, "- {name: all, then: [{move: Done}]}\n")
     service = start(services, tmp_path, config, env)
