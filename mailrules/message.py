@@ -216,6 +216,8 @@ class MessageView:
         out: dict[str, list[str]] = {}
         for name, value in parse_header_lines(self.header_block, self.defects):
             out.setdefault(name.lower(), []).append(value)
+        if not out:
+            self.defects.append("no header fields (an empty file, or not a message)")
         return out
 
     def has_header(self, name: str) -> bool:
@@ -271,7 +273,7 @@ class MessageView:
             return None
         try:
             parsed = parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             self.defects.append(f"unreadable Date: {raw[:40]!r}")
             return None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
@@ -298,10 +300,15 @@ class MessageView:
     @cached_property
     def _mime(self) -> Message | None:
         try:
-            return email.message_from_bytes(self.raw(), policy=email.policy.compat32)
+            root = email.message_from_bytes(self.raw(), policy=email.policy.compat32)
         except Exception as exc:  # a broken body must not stop the run
             self.defects.append(f"unparsable MIME structure: {exc}")
             return None
+        for part in _walk(root, self.defects):
+            for defect in getattr(part, "defects", ()):
+                name = type(defect).__name__.removesuffix("Defect")
+                self.defects.append(f"MIME: {' '.join(re.findall('[A-Z][a-z]*', name)).lower()}")
+        return root
 
     @cached_property
     def body_text(self) -> str:

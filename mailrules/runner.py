@@ -180,7 +180,7 @@ class FolderRun:
                 self.report.failed_actions += 1
                 failed.append(ref.uid)
                 continue
-            if view.defects:
+            if view.fields is not None and view.defects:  # parsing headers may find some
                 log.warning(
                     "%s/%s: %s is malformed (%s); rules saw what could be decoded",
                     self.account.name,
