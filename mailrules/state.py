@@ -27,6 +27,7 @@ from mailrules import failpoints
 from mailrules.errors import StateError
 
 SCHEMA_VERSION = 1
+SEEN_KEEP = 30 * 86400  # seconds a handled IMAP message's Message-ID is remembered
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS folders (
     account TEXT NOT NULL,
@@ -159,7 +160,7 @@ class State:
         return {r[0] for r in rows}
 
     def set_cursor(self, account: str, folder: str, validity: str, last_uid: int | None) -> None:
-        """Record a poll: the highest uid handled, and forget seen rows at or below it."""
+        """Record a poll: the highest uid handled; forget old seen rows at or below it."""
         statements: list[tuple[str, Iterable[tuple[object, ...]]]] = [
             (
                 "UPDATE folders SET last_uid=coalesce(?, last_uid), polled_at=? "
@@ -168,11 +169,13 @@ class State:
             )
         ]
         if last_uid is not None:
+            # Rows at or below the cursor are only kept (for a month) for their Message-ID,
+            # which stops a UIDVALIDITY reset from handling a message twice.
             statements.append(
                 (
                     "DELETE FROM seen WHERE account=? AND folder=? AND validity=? "
-                    "AND CAST(uid AS INTEGER) <= ?",
-                    [(account, folder, validity, last_uid)],
+                    "AND CAST(uid AS INTEGER) <= ? AND at < ?",
+                    [(account, folder, validity, last_uid, time.time() - SEEN_KEEP)],
                 )
             )
         self._write(statements)

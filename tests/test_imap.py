@@ -365,3 +365,29 @@ def test_dropped_connection_at_any_point_of_a_move_loses_nothing(
         assert all(f"<{mid}@t>" in clients for mid in mids), f"cut at line {cut}"
         inbox = [m for m in server.messages("INBOX") if m.message_id in {f"<{x}@t>" for x in mids}]
         assert inbox == [], f"cut at line {cut}: left in INBOX: {inbox}"
+
+
+def test_uidvalidity_reset_handles_only_unhandled_new_mail(dovecot_preauth, tmp_path, run_cli):
+    import shutil
+    import time
+
+    box = dovecot_preauth
+    rules = "- {name: all, then: [{copy: Copies}]}\n"
+    cfg = config(tmp_path, tunnel(box), rules)
+    box.append("INBOX", message("handled", "a@x.example", "one"))
+    run_cli("run", "--once", "--all", "-c", str(cfg))
+    assert ids(box, "Copies") == ["<handled@t>"]
+    time.sleep(1.1)  # Dovecot derives UIDVALIDITY from the clock
+    before = box.uidvalidity()
+    for path in box.maildir.iterdir():
+        if path.name.startswith("dovecot"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    box.append("INBOX", message("arrived", "b@x.example", "two"))
+    assert box.uidvalidity() != before
+    result = run_cli("run", "--once", "-c", str(cfg))
+    assert result.returncode == 0, result.stderr
+    assert "reset UIDVALIDITY" in result.stdout
+    assert ids(box, "Copies") == ["<arrived@t>", "<handled@t>"]  # nothing handled twice
