@@ -15,6 +15,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -275,6 +276,21 @@ def test_cutting_proxy_cuts_after_the_nth_line(dovecot_server, cutting_proxy, de
         assert b"b1 OK" in imap_exchange(sock, b"b1 LOGIN user secret")
         assert b"b2 OK" in imap_exchange(sock, b"b2 LOGOUT")
     assert proxy.lines_seen == 5 and proxy.connections == 2
+
+
+def test_cutting_proxy_cuts_inside_a_literal_without_waiting_long(dovecot_server, cutting_proxy):
+    # The server answers nothing while it waits for the literal: the proxy gives up after 1 s.
+    proxy = cutting_proxy(dovecot_server.imap_port, cut_after=2)
+    body = b"Subject: cut\r\n\r\nbody\r\n"
+    with socket.create_connection((proxy.host, proxy.port), timeout=10) as sock:
+        sock.recv(1000)
+        assert b"a1 OK" in imap_exchange(sock, b"a1 LOGIN user secret")
+        started = time.monotonic()
+        sock.sendall(b"a2 APPEND INBOX {%d+}\r\n" % len(body) + body + b"\r\n")
+        assert sock.recv(1000) == b""
+    assert time.monotonic() - started < 3
+    assert proxy.was_cut and proxy.lines_seen == 2
+    assert dovecot_server.uids() == []
 
 
 def test_cutting_proxy_counts_crlf_lines_of_a_whole_imapclient_session(
