@@ -391,3 +391,24 @@ def test_uidvalidity_reset_handles_only_unhandled_new_mail(dovecot_preauth, tmp_
     assert result.returncode == 0, result.stderr
     assert "reset UIDVALIDITY" in result.stdout
     assert ids(box, "Copies") == ["<arrived@t>", "<handled@t>"]  # nothing handled twice
+
+
+def test_unreachable_server_fails_its_account_and_the_others_still_run(maildir, tmp_path,
+                                                                        run_cli):  # fmt: skip
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mid = maildir.add(from_="a@client.example", subject="local")
+    path = tmp_path / "two.yaml"
+    dead = flow(host="127.0.0.1", port=port, security="plain", username="u", password="p")
+    path.write_text(
+        f"accounts:\n  dead:\n    imap: {dead}\n"
+        f"  local:\n    maildir: {maildir.root}\n    existing: process\n"
+        "rules:\n  - {name: clients, when: {from: '*@client.example'}, then: [{move: Clients}]}\n"
+    )
+    result = run_cli("run", "--once", "-c", str(path))
+    assert result.returncode == 3
+    assert "dead (127.0.0.1): cannot connect" in result.stderr
+    assert maildir.ids("Clients") == [mid]

@@ -23,7 +23,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from mailrules import failpoints
@@ -405,7 +405,7 @@ class Maildir:
         failpoints.reached()
         return target
 
-    def _batch(self, refs: list[MessageRef], one: callable) -> list[Result]:  # type: ignore[valid-type]
+    def _batch(self, refs: list[MessageRef], one: Callable[[MessageRef], None]) -> list[Result]:
         results: list[Result] = []
         for ref in refs:
             try:
