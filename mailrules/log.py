@@ -1,10 +1,16 @@
-"""Logging setup: plain lines on stderr, journald-friendly when systemd captures them."""
+"""Logging setup: plain lines on stderr, journald-friendly when systemd captures them.
+
+Every line passes through ``mailrules.secrets.redact``: a token, password or HMAC key
+that mailrules has read never reaches the log, even inside a library's message.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+
+from mailrules.secrets import redact
 
 _JOURNAL_LEVELS = {
     logging.DEBUG: 7,
@@ -22,6 +28,19 @@ class _JournalFormatter(logging.Formatter):
         return f"<{_JOURNAL_LEVELS.get(record.levelno, 6)}>{super().format(record)}"
 
 
+class _Redact(logging.Filter):
+    """Replace known secrets in the message and any traceback with ***."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
 def setup(verbosity: int = 0) -> None:
     """0: warnings; 1 (-v): info, with one line per action; 2 (-vv): debug; -1 (-q): errors."""
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
@@ -32,6 +51,9 @@ def setup(verbosity: int = 0) -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
         )
+    handler.addFilter(_Redact())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # urllib3 logs request paths and queries at debug level: they can hold tokens.
+    logging.getLogger("urllib3").setLevel(max(level, logging.INFO))
