@@ -193,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         report = run_once(config, state, options, args.account)
         mail_time = time.monotonic() - started
-        if state and config.notifiers:  # decide and act first; then send from the outbox
+        if state and config.notifiers and not args.dry_run:  # act first; then send
             sent = _send_notifications(config, state, args.notify_budget)
     finally:
         if state:
@@ -208,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{'s' * (acted != 1)} {verb}, {report.failed_actions} failed "
             f"({mail_time:.2f}s)"
         )
-        if sent is not None:
+        if sent is not None and sent[1]:
             print(sent[1])
     if sent is not None and sent[0]:  # a notification was given up: say so in the exit code
         return max(report.exit_code, EXIT_FAILED)
@@ -221,6 +221,8 @@ def _send_notifications(config, state: State, budget: float) -> tuple[int, str]:
 
     started = time.monotonic()
     report = dispatch(state, config.notifiers, budget)
+    if not (report.sent or report.retrying or report.dead or report.waiting or report.digests):
+        return 0, ""
     return report.dead, f"notifications: {report.summary()} ({time.monotonic() - started:.2f}s)"
 
 
@@ -346,7 +348,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
     finally:
         state.close()
     if not args.quiet:
-        print(line)
+        print(line or "notifications: nothing due")
     return EXIT_FAILED if dead else EXIT_OK
 
 

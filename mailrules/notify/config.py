@@ -175,11 +175,15 @@ def _apprise_ok(settings: Any, secrets: dict[str, Secret], at: Path, check: Chec
 
 def bind_notifiers(rules: list[Rule], notifiers: dict[str, Notifier], check: Checker) -> None:
     """Point every notify action at its notifier; unknown names are config errors."""
+    raw = check.doc.data.get("notifiers") if isinstance(check.doc.data, dict) else None
+    declared = {str(name) for name in raw} if isinstance(raw, dict) else set()
     for rule in rules:
         for i, act in enumerate(rule.actions):
             if not isinstance(act, NotifyAction):
                 continue
             notifier = notifiers.get(act.notifier)
+            if notifier is None and act.notifier in declared:
+                continue  # it exists, with problems of its own, already reported
             if notifier is None:
                 known = (
                     did_you_mean(act.notifier, notifiers)
