@@ -2,7 +2,8 @@
 
 A setting that holds a secret, say ``auth_token``, can be given in one of five forms:
 
-* ``auth_token_file: /path``: the file's content (one trailing newline removed);
+* ``auth_token_file: /path``: the file's content (one trailing newline removed; ``~``
+  is expanded);
 * ``auth_token_env: VARIABLE``: an environment variable;
 * ``auth_token_command: [pass, show, twilio]``: a command's output (argv, never a shell,
   minimal environment, 30 s timeout);
@@ -89,7 +90,7 @@ class Secret:
             if done.returncode != 0:
                 raise CredentialError(f"{what}: it exited {done.returncode}")
             return _chomp(done.stdout.decode("utf-8", "replace"))
-        path = str(self.ref)
+        path = os.path.expanduser(str(self.ref))
         if self.kind == "credential":
             base = os.environ.get("CREDENTIALS_DIRECTORY")
             if not base:
