@@ -303,36 +303,11 @@ def cmd_state(args: argparse.Namespace) -> int:
             f"  {when} {account}/{folder} {rule!r}: {action} {result}{extra}  "
             f"<{sender}> {subject!r} {mid}"
         )
-    _print_outbox(state)
+    from mailrules.notify.store import status_lines
+
+    for line in status_lines(state.db):
+        print(line)
     return EXIT_OK
-
-
-def _print_outbox(state: State) -> None:
-    """The outbox: counts by state, and the latest notifications not sent, with errors."""
-    from mailrules.notify import store
-    from mailrules.secrets import redact
-
-    counts = store.counts(state.db)
-    if not counts:
-        return
-    order = ("sent", "pending", "held", "folded", "dead")
-    shown = {"held": "held for a digest", "folded": "in digests", "dead": "given up"}
-    print(
-        "notifications: "
-        + ", ".join(f"{counts[k]} {shown.get(k, k)}" for k in order if counts.get(k))
-    )
-    for row in store.unsent(state.db, 20):
-        status, notifier, channel, rule, payload, attempts, next_at, error, created = row
-        doc = json.loads(payload)
-        when = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        if status == "pending":
-            due = datetime.fromtimestamp(next_at, UTC).strftime("%H:%M:%S")
-            status = f"pending (attempt {attempts + 1} at {due} UTC)"
-        elif status == "dead":
-            status = f"given up after {attempts} attempt{'s' * (attempts != 1)}"
-        about = doc.get("message_id") or f"digest of {doc.get('count')}"
-        extra = f": {redact(error)}" if error else ""
-        print(f"  {when} {notifier} ({channel}) rule {rule!r} {about}: {status}{extra}")
 
 
 def cmd_notify(args: argparse.Namespace) -> int:

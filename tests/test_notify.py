@@ -121,17 +121,17 @@ def test_dry_run_prints_the_notification_and_sends_nothing(maildir, tmp_path, ru
 
 
 def test_server_errors_are_retried_from_the_outbox(maildir, tmp_path, run_cli, httpserver):
-    httpserver.expect_oneshot_request("/hook").respond_with_data("busy", 503)
+    httpserver.expect_oneshot_request("/hook").respond_with_data("oops", 500)
     httpserver.expect_request("/hook").respond_with_data("ok")
     config = write(tmp_path, maildir, hook(httpserver), ALICE_RULE)
     run(run_cli, config)
     maildir.add(**ALICE, subject="hi")
     result = run(run_cli, config, "-v")
     assert result.returncode == 0, result.stderr
-    assert [status for _, status in ((r, s.status_code) for r, s in httpserver.log)] == [503, 200]
+    assert [response.status_code for _, response in httpserver.log] == [500, 200]
     keys = {request.headers["Idempotency-Key"] for request, _ in httpserver.log}
     assert len(keys) == 1  # the retry is the same notification
-    assert "attempt 1 of 3 failed" in result.stderr and "HTTP 503" in result.stderr
+    assert "attempt 1 of 3 failed" in result.stderr and "HTTP 500" in result.stderr
     assert "notifications: 1 sent, 1 to retry" in result.stdout
 
 

@@ -21,9 +21,11 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from mailrules.errors import StateError
+from mailrules.secrets import redact
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -135,16 +137,32 @@ def transaction(db: sqlite3.Connection, path: object) -> Iterator[sqlite3.Connec
         raise
 
 
-def counts(db: sqlite3.Connection) -> dict[str, int]:
-    return dict(db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
-
-
-def unsent(db: sqlite3.Connection, limit: int) -> list[tuple[Any, ...]]:
-    """The latest rows not sent: (state, notifier, channel, rule, payload, attempts,
-    next_at, last_error, created_at)."""
-    return db.execute(
+def status_lines(db: sqlite3.Connection, limit: int = 20) -> list[str]:
+    """For ``mailrules state``: counts by state, then the latest rows not sent, with errors."""
+    counts = dict(db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+    if not counts:
+        return []
+    order = ("sent", "pending", "held", "folded", "dead")
+    names = {"held": "held for a digest", "folded": "in digests", "dead": "given up"}
+    lines = [
+        "notifications: "
+        + ", ".join(f"{counts[k]} {names.get(k, k)}" for k in order if counts.get(k))
+    ]
+    rows = db.execute(
         "SELECT state, notifier, channel, rule, payload, attempts, next_at, last_error, "
         "created_at FROM outbox WHERE state IN ('pending', 'dead', 'held') "
         "ORDER BY id DESC LIMIT ?",
         (limit,),
     ).fetchall()
+    for status, notifier, channel, rule, payload, attempts, next_at, error, created in rows:
+        doc = json.loads(payload)
+        when = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        if status == "pending":
+            due = datetime.fromtimestamp(next_at, UTC).strftime("%H:%M:%S")
+            status = f"pending (attempt {attempts + 1} at {due} UTC)"
+        elif status == "dead":
+            status = f"given up after {attempts} attempt{'s' * (attempts != 1)}"
+        about = doc.get("message_id") or f"digest of {doc.get('count')}"
+        extra = f": {redact(error)}" if error else ""
+        lines.append(f"  {when} {notifier} ({channel}) rule {rule!r} {about}: {status}{extra}")
+    return lines

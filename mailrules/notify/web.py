@@ -38,7 +38,6 @@ def session() -> requests.Session:
     found: requests.Session | None = getattr(_local, "session", None)
     if found is None:
         found = requests.Session()
-        found.trust_env = False  # no .netrc credentials or proxy variables sneaking in
         adapter = HTTPAdapter(max_retries=0, pool_connections=4, pool_maxsize=4)
         found.mount("http://", adapter)
         found.mount("https://", adapter)
