@@ -1,10 +1,16 @@
-"""Logging setup: plain lines on stderr, journald-friendly when systemd captures them."""
+"""Logging setup: plain lines on stderr, journald-friendly when systemd captures them.
+
+Every line passes through ``mailrules.secrets.redact``: a token, password or HMAC key
+that mailrules has read never reaches the log, even inside a library's message.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+
+from mailrules.secrets import redact
 
 _JOURNAL_LEVELS = {
     logging.DEBUG: 7,
@@ -22,27 +28,16 @@ class _JournalFormatter(logging.Formatter):
         return f"<{_JOURNAL_LEVELS.get(record.levelno, 6)}>{super().format(record)}"
 
 
-_secrets: set[str] = set()
-
-
-def register_secret(value: str) -> None:
-    """Never let this value reach a log line (passwords, tokens, keys)."""
-    if len(value) >= 4:
-        _secrets.add(value)
-
-
 class _Redact(logging.Filter):
+    """Replace known secrets in the message and any traceback with ***."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if _secrets:
-            text = record.getMessage()
-            if any(secret in text for secret in _secrets):
-                for secret in _secrets:
-                    text = text.replace(secret, "********")
-                record.msg, record.args = text, None
-            if record.exc_info and record.exc_info[1] is not None:
-                shown = str(record.exc_info[1])
-                if any(secret in shown for secret in _secrets):
-                    record.exc_info = None  # a traceback that quotes a secret is dropped
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         return True
 
 
@@ -60,3 +55,5 @@ def setup(verbosity: int = 0) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # urllib3 logs request paths and queries at debug level: they can hold tokens.
+    logging.getLogger("urllib3").setLevel(max(level, logging.INFO))

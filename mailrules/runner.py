@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from mailrules import failpoints
 from mailrules.config.load import Account, Config
 from mailrules.errors import RuleError, SourceError, StateError
 from mailrules.executor import Item, execute
@@ -209,6 +210,9 @@ class FolderRun:
         seen: dict[str, list[Seen]] = {self.folder: []}
         forget: dict[str, list[str]] = {self.folder: []}
         audit: list[AuditRow] = []
+        outbox = [
+            n.row(name, self.folder, validity, item.ref.uid) for item in items for n in item.outbox
+        ]
         for ref, view in unplanned:
             seen[self.folder].append(Seen(ref.uid, view.message_id))
         for item in items:
@@ -246,7 +250,9 @@ class FolderRun:
             for folder, (uid, dest_validity) in ref.arrived_in.items():
                 if folder in watched and folder != self.folder:
                     seen.setdefault(folder, []).append(Seen(uid, view.message_id, dest_validity))
-        self.state.commit(name, validity, seen, forget, audit)  # type: ignore[union-attr]
+        self.state.commit(name, validity, seen, forget, audit, outbox=outbox)  # type: ignore[union-attr]
+        if outbox:
+            failpoints.reached()  # queued, not sent: the crash tests stop here too
 
     def _event(
         self, ref: MessageRef, view: MessageView, rule: str, action: str, result: str

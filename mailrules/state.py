@@ -8,6 +8,8 @@ One file in the state directory. Tables:
 * ``seen``: per (account, folder, validity, uid) the messages handled or baselined.
   Only these rows are compared with a listing, so a run with nothing new parses no mail.
 * ``audit``: one row per action on a message: rule, action, result.
+* ``outbox``: notifications to send, written with the messages that made them
+  (``mailrules.notify.store``).
 
 Writes happen in one ``BEGIN IMMEDIATE`` transaction per batch, after the batch's
 actions: a crash before the commit means those messages are handled again (at least
@@ -19,12 +21,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailrules import failpoints
 from mailrules.errors import StateError
+from mailrules.notify import store as outbox_store
 
 SCHEMA_VERSION = 1
 SEEN_KEEP = 30 * 86400  # seconds a handled IMAP message's Message-ID is remembered
@@ -118,6 +121,7 @@ class State:
                     f"{path} was written by a newer mailrules (schema {version}); upgrade"
                 )
             self.db.executescript(_SCHEMA)
+            self.db.executescript(outbox_store.SCHEMA)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"cannot open the state database {path}: {exc}") from None
@@ -223,8 +227,11 @@ class State:
         seen: dict[str, list[Seen]],
         forget: dict[str, list[str]],
         audit: list[AuditRow],
+        *,
+        outbox: Sequence[outbox_store.OutboxRow] = (),
     ) -> None:
-        """One transaction: mark messages seen (per folder), forget gone ones, add audit rows."""
+        """One transaction: mark messages seen (per folder), forget gone ones, add audit rows,
+        queue the notifications they made (each at most once, ever)."""
         now = time.time()
         self._write(
             [
@@ -265,6 +272,7 @@ class State:
                         for a in audit
                     ],
                 ),
+                (outbox_store.INSERT, [row.params(now) for row in outbox]),
             ]
         )
 

@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -22,6 +22,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from mailrules.config.model import AccountModel, ConfigModel, RuleModel
 from mailrules.config.yaml_loader import Document, Path, load_yaml
 from mailrules.errors import ConfigError, ConfigProblem
+from mailrules.notify.config import Notifier, bind_notifiers, parse_notifiers
 from mailrules.rules.actions import FolderAction, parse_actions
 from mailrules.rules.checker import Checker, describe, did_you_mean
 from mailrules.rules.conditions import parse_condition
@@ -59,6 +60,7 @@ class Config:
     path: str
     accounts: dict[str, Account]
     rules: list[Rule]
+    notifiers: dict[str, Notifier] = field(default_factory=dict)
 
 
 def discover(explicit: str | None) -> FsPath:
@@ -139,9 +141,11 @@ def parse_config(text: str, path: str) -> Config:
             )
         names.setdefault(rule.name, i)
         rules.append(rule)
+    notifiers = parse_notifiers(data, check)
+    bind_notifiers(rules, notifiers, check)
     if check.problems:
         raise ConfigError(_without_echoes(check.problems, doc))
-    return Config(path, accounts, rules)
+    return Config(path, accounts, rules, notifiers)
 
 
 def _without_echoes(problems: list[ConfigProblem], doc: Document) -> list[ConfigProblem]:

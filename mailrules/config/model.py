@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mailrules.notify.model import NotifierModel
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -120,3 +122,7 @@ class ConfigModel(_Strict):
 
     accounts: dict[str, AccountModel] = Field(description="Mail accounts, by name.")
     rules: list[RuleModel] = Field(default_factory=list, description="Rules, tried in order.")
+    notifiers: dict[str, NotifierModel] = Field(
+        default_factory=dict,
+        description="Notification channels, by name, for the notify action: {notify: NAME}.",
+    )

@@ -30,9 +30,9 @@ from typing import TypeVar
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from mailrules.auth import CredentialError, SecretSource
+from mailrules.auth import SecretSource
 from mailrules.config.model import ImapModel
-from mailrules.errors import FolderError, SourceError
+from mailrules.errors import CredentialError, FolderError, SourceError
 from mailrules.message import MessageView
 from mailrules.rules.search import needs_utf8
 from mailrules.sources.base import Known, MessageRef, Result, Scan
