@@ -412,3 +412,29 @@ def test_unreachable_server_fails_its_account_and_the_others_still_run(maildir, 
     assert result.returncode == 3
     assert "dead (127.0.0.1): cannot connect" in result.stderr
     assert maildir.ids("Clients") == [mid]
+
+
+def test_notify_when_alice_replies_on_imap_once(dovecot_preauth, tmp_path, run_cli, httpserver):
+    import json
+
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    box = dovecot_preauth
+    box.append("INBOX", message("old", "Alice <alice@example.org>", "Re: old"))
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        f"accounts:\n  work:\n    imap: {tunnel(box)}\n"
+        f"notifiers:\n  hook: {{webhook: {{url: {httpserver.url_for('/hook')}}}}}\n"
+        "rules:\n  - name: alice replies\n"
+        "    when: {from: alice@example.org, header: In-Reply-To, exists: true}\n"
+        "    then: [{notify: {to: hook, text: 'Alice: {subject}'}}]\n"
+    )
+    assert run_cli("run", "--once", "-c", str(path)).returncode == 0  # baseline: no notice
+    box.append("INBOX", message("r1", "Alice <alice@example.org>", "Re: lunch",
+                                extra="In-Reply-To: <l0@me>\r\n"))  # fmt: skip
+    box.append("INBOX", message("r2", "Bob <bob@example.org>", "Re: lunch",
+                                extra="In-Reply-To: <l0@me>\r\n"))  # fmt: skip
+    result = run_cli("run", "--once", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert run_cli("run", "--once", "-c", str(path)).returncode == 0
+    sent = [json.loads(request.get_data()) for request, _ in httpserver.log]
+    assert [(d["message_id"], d["text"]) for d in sent] == [("<r1@t>", "Alice: Re: lunch")]
