@@ -15,7 +15,7 @@ from mailrules.notify.model import NotifierModel
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 class ImapModel(_Strict):

@@ -16,7 +16,7 @@ Duration = str | int
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=False)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=False, defer_build=True)
 
 
 def _secret(setting: str, what: str) -> dict[str, Any]:
