@@ -134,8 +134,9 @@ class FolderRun:
             log.info("%s/%s: %d to process", name, folder, len(scan.refs))
         needs = frozenset().union(*(r.needs for r in rules)) if rules else frozenset()
         lowest_failed: int | None = None
-        for start in range(0, len(scan.refs), BATCH):
-            refs = scan.refs[start : start + BATCH]
+        batch = getattr(self.box, "batch_size", BATCH)
+        for start in range(0, len(scan.refs), batch):
+            refs = scan.refs[start : start + batch]
             for uid in self._batch(refs, rules, needs, scan.validity):
                 if uid.isdigit():
                     lowest_failed = min(int(uid), lowest_failed or int(uid))
