@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 class Tunnel:
     """A running tunnel command and our end of the socketpair."""
 
-    def __init__(self, argv: list[str], label: str) -> None:
+    def __init__(self, argv: list[str], label: str, greeting: bytes | None = None) -> None:
+        """Start ``argv``. ``greeting``, if given, is what the client reads first, before
+        anything from the command: a pre-authenticated POP3 server (``dovecot/pop3``
+        run directly) sends none, while a POP3 client must read one."""
         self.argv = argv
         self.label = label
         ours, theirs = socket.socketpair()
@@ -43,6 +46,8 @@ class Tunnel:
             raise SourceError(f"{label}: cannot start tunnel {argv[0]!r}: {exc.strerror}") from None
         self.sock = ours
         self._theirs = theirs
+        if greeting:
+            theirs.sendall(greeting)
         for target in (self._to_child, self._from_child, self._stderr):
             threading.Thread(target=target, daemon=True, name=f"tunnel-{label}").start()
 
@@ -75,6 +80,14 @@ class Tunnel:
             text = line.decode("utf-8", "replace").rstrip()
             if text:
                 log.info("%s: tunnel says: %s", self.label, text)
+
+    def exit_note(self) -> str:
+        """Why the connection may have ended: the command's exit status, if it has exited."""
+        try:
+            status = self.proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            return ""
+        return f" (the tunnel command {self.argv[0]!r} exited with status {status})"
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
