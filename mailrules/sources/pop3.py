@@ -602,6 +602,7 @@ class Pop3Mailbox:
         )
         if not due:
             return
+        log.info("%s: deleting %d messages from the server at QUIT", self.label, len(due))
         with self._talk("DELE") as session:
             for message in due:
                 session.dele(message.number)
@@ -616,7 +617,6 @@ class Pop3Mailbox:
                 "messages were deleted, but a dropped connection no longer undoes them",
                 self.label,
             )
-        log.info("%s: deleting %d messages from the server at QUIT", self.label, len(due))
 
 
 def write_batch(folder_dir: str, messages: list[tuple[str, bytes]]) -> None:
