@@ -153,8 +153,6 @@ def _print_event(event) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mailrules.runner import RunOptions, run_once
-
     if not args.once:
         print(
             "mailrules: the long-running service is not part of this version; "
@@ -162,6 +160,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
+    started = time.monotonic()
+    if not (args.dry_run or args.all) and _quick_poll(args):
+        if not args.quiet:
+            print(f"0 new messages, 0 actions done, 0 failed ({time.monotonic() - started:.2f}s)")
+        return EXIT_OK
+    from mailrules.runner import RunOptions, run_once
+
     config = _config(args)
     for name in args.account or []:
         if name not in config.accounts:
@@ -171,7 +176,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         dry_run=args.dry_run, process_all=args.all, on_event=None if args.quiet else _print_event
     )
-    started = time.monotonic()
     try:
         report = run_once(config, state, options, args.account)
     finally:
@@ -188,6 +192,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"({time.monotonic() - started:.2f}s)"
         )
     return report.exit_code
+
+
+def _quick_poll(args: argparse.Namespace) -> bool:
+    """POP3 accounts exactly as the last clean run left them: nothing to load or do."""
+    from mailrules.config.find import discover
+    from mailrules.sources.pop3_quick import nothing_new
+
+    base = Path(args.state_dir) if args.state_dir else default_state_dir()
+    return nothing_new(discover(args.config), base / "state.sqlite3", args.account)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

@@ -77,7 +77,7 @@ def run_once(
         box = account.mailbox()
         bind_state = getattr(box, "bind_state", None)  # POP3 remembers what it fetched
         if bind_state is not None:
-            bind_state(state, options.dry_run)
+            bind_state(state, options.dry_run, config)
         try:
             for folder in account.settings.folders:
                 FolderRun(account, folder, box, state, config.rules, options, report).run()

@@ -12,6 +12,9 @@ One file in the state directory. Tables:
   delivered locally (fsynced) and whether a rule asked to delete it from the server.
   DELE is decided from these rows alone, so a DELE that a dropped connection undid
   (it takes effect only at QUIT) and ``delete_after`` are done again on a later run.
+* ``pop3_poll``: per POP3 account, what a quick poll compares against after a clean
+  session: the config's digest, the settings, a digest of the UIDLs left on the server
+  (all of them handled), and when the next ``delete_after`` deletion falls due.
 
 Writes happen in one ``BEGIN IMMEDIATE`` transaction per batch, after the batch's
 actions: a crash before the commit means those messages are handled again (at least
@@ -72,6 +75,14 @@ CREATE TABLE IF NOT EXISTS pop3_fetched (
     dele INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (account, uidl)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pop3_poll (
+    account TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    accounts TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    listing TEXT NOT NULL,
+    due_at REAL
+);
 """
 
 
@@ -331,3 +342,26 @@ class State:
                 )
             ]
         )
+
+    def set_pop3_poll(
+        self,
+        account: str,
+        config: str,
+        accounts: str,
+        settings: str,
+        listing: str,
+        due_at: float | None,
+    ) -> None:
+        """Record what a quick poll of this account may compare against (see pop3_quick)."""
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO pop3_poll (account, config, accounts, settings, "
+                    "listing, due_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(account, config, accounts, settings, listing, due_at)],
+                )
+            ]
+        )
+
+    def drop_pop3_poll(self, account: str) -> None:
+        self._write([("DELETE FROM pop3_poll WHERE account=?", [(account,)])])

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from mailrules.config.find import discover
 from mailrules.config.model import AccountModel, ConfigModel, RuleModel
 from mailrules.config.yaml_loader import Document, Path, load_yaml
 from mailrules.errors import ConfigError, ConfigProblem
@@ -29,6 +30,8 @@ from mailrules.rules.engine import Rule
 from mailrules.sources.base import Mailbox
 from mailrules.sources.maildir import Maildir
 from mailrules.transport.tls import normalise_fingerprint
+
+__all__ = ["Account", "Config", "discover", "load_config", "parse_config"]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -68,31 +71,6 @@ class Config:
     path: str
     accounts: dict[str, Account]
     rules: list[Rule]
-
-
-def discover(explicit: str | None) -> FsPath:
-    """-c, then $MAILRULES_CONFIG, then the XDG config path, then /etc/mailrules/rules.yaml."""
-    if explicit:
-        return FsPath(explicit)
-    if os.environ.get("MAILRULES_CONFIG"):
-        return FsPath(os.environ["MAILRULES_CONFIG"])
-    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-    candidates = [FsPath(xdg) / "mailrules" / "rules.yaml", FsPath("/etc/mailrules/rules.yaml")]
-    for candidate in candidates:
-        if candidate.exists():
-            return candidate
-    looked = ", ".join(str(c) for c in candidates)
-    raise ConfigError(
-        [
-            ConfigProblem(
-                "(config)",
-                1,
-                1,
-                f"no config file found (looked at -c, $MAILRULES_CONFIG, "
-                f"{looked}); copy rules.example.yaml to {candidates[0]}",
-            )
-        ]
-    )
 
 
 def load_config(path: FsPath | str) -> Config:

@@ -29,31 +29,28 @@ last; a dropped connection deletes nothing, and what was due is deleted on the n
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import json
 import logging
 import os
 import poplib
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from mailrules import failpoints
-from mailrules.auth import CredentialError, SecretSource
-from mailrules.config.model import AccountModel
 from mailrules.errors import MailrulesError, SourceError
 from mailrules.message import MessageView, split_header_block
-from mailrules.rules.actions import DeleteAction, DeliverAction
 from mailrules.sources.base import Known, MessageRef, Result, Scan
 from mailrules.sources.maildir import Maildir, fsync_dir
-from mailrules.sources.pop3_session import ConnectionLost, ProtocolError, Session
+from mailrules.sources.pop3_connect import Connector, _text
+from mailrules.sources.pop3_session import ProtocolError
 from mailrules.state import State
-from mailrules.transport import tcp, tls
-from mailrules.transport.tunnel import Tunnel
 
 if TYPE_CHECKING:
+    from mailrules.config.load import Config
+    from mailrules.config.model import AccountModel
     from mailrules.executor import Item
 
 log = logging.getLogger(__name__)
@@ -63,9 +60,7 @@ TOP_ABOVE = 64 * 1024  # smaller messages are fetched whole: TOP would save litt
 CACHE_UP_TO = 256 * 1024  # bodies fetched for the headers are kept for delivery up to this
 CHUNK_BYTES = 32 << 20  # deliver in chunks of about this much mail
 CHUNK_MESSAGES = 128
-PREAUTH_GREETING = b"+OK pre-authenticated tunnel (greeting supplied by mailrules)\r\n"
 DIGEST_FIELDS = (b"message-id", b"date", b"from", b"subject")
-_NETWORK = (OSError, poplib.error_proto)
 
 
 @dataclass
@@ -75,7 +70,7 @@ class _Message:
     identity: str
 
 
-class Pop3Mailbox:
+class Pop3Mailbox(Connector):
     """A POP3 account as a Mailbox that delivers into a local Maildir (``deliver_to``)."""
 
     capabilities = frozenset({"delete"})
@@ -96,38 +91,32 @@ class Pop3Mailbox:
         timeout: float,
         delete_after: float | None,
     ) -> None:
-        assert settings.pop3 is not None
-        self.account = account
-        self.settings = settings.pop3
+        super().__init__(account, settings.pop3, timeout)
         self.local = local
-        self.timeout = timeout
         self.delete_after = delete_after
         self.delete_after_delivery = settings.delete_after_delivery
         self._state: State | None = None
         self._dry_run = True
-        self._session: Session | None = None
-        self._tunnel: Tunnel | None = None
         self._messages: dict[str, _Message] = {}  # identity -> message, this session
         self._by_number: dict[int, str] = {}
         self._headers: dict[str, bytes] = {}
         self._bodies: dict[str, bytes] = {}
         self._dele: set[str] = set()  # identities a rule deleted, in this batch
-        self._top: bool | None = None  # None: not tried yet on a server without CAPA
+        self._digest_mode = False
+        self._config: Config | None = None
         self._sizes_trusted = True
         self._size_mismatches = 0
 
     # -- the runner's hooks ---------------------------------------------------------------
 
-    def bind_state(self, state: State | None, dry_run: bool) -> None:
-        """The state database: what was fetched before, and where to record deliveries."""
+    def bind_state(self, state: State | None, dry_run: bool, config: Config | None = None) -> None:
+        """The state database: what was fetched before, and where to record deliveries.
+
+        ``config`` (its file and account names) lets a clean session leave a record for
+        the quick poll (``pop3_quick``)."""
         self._state = state
         self._dry_run = dry_run
-
-    @property
-    def label(self) -> str:
-        if self.settings.tunnel:
-            return f"{self.account} (tunnel {self.settings.tunnel[0]})"
-        return f"{self.account} ({self.settings.host})"
+        self._config = config
 
     def clean_component(self, value: str) -> str:
         return self.local.clean_component(value)
@@ -138,166 +127,49 @@ class Pop3Mailbox:
     def folders(self) -> list[str]:
         return ["INBOX"]
 
-    # -- the session ----------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _talk(self, what: str) -> Iterator[Session]:
-        """The session, connecting first; any failure ends it without QUIT."""
-        if self._session is None:
-            self._session = self._connect()
-        try:
-            yield self._session
-        except ConnectionLost:
-            note = self._tunnel.exit_note() if self._tunnel else ""
-            self._drop()
-            raise SourceError(
-                f"{self.label}: the server closed the connection during {what}{note}; "
-                "nothing was deleted, the rest is fetched on the next run"
-            ) from None
-        except ProtocolError as exc:
-            self._drop()
-            raise SourceError(
-                f"{self.label}: protocol error during {what}: {exc}; session ended, "
-                "nothing was deleted"
-            ) from None
-        except poplib.error_proto as exc:
-            self._drop()
-            raise SourceError(
-                f"{self.label}: the server refused {what}: {_text(exc)}; session ended, "
-                "nothing was deleted"
-            ) from None
-        except OSError as exc:  # socket timeouts included
-            self._drop()
-            raise SourceError(
-                f"{self.label}: connection lost during {what}: {exc}; nothing was deleted"
-            ) from None
-
-    def _connect(self) -> Session:
-        s = self.settings
-        try:
-            if s.tunnel:
-                greeting = PREAUTH_GREETING if s.preauth else None
-                self._tunnel = Tunnel(list(s.tunnel), self.label, greeting)
-                sock: socket.socket = self._tunnel.sock
-                sock.settimeout(self.timeout)
-            else:
-                assert s.host is not None
-                port = s.port or (995 if s.security == "tls" else 110)
-                sock = tcp.connect(s.host, port, self.timeout, self.label)
-                if s.security == "tls":
-                    context = tls.make_context(s.ca_file, s.fingerprint)
-                    sock = tls.wrap(sock, context, s.host, s.fingerprint, self.label)
-            session = Session(sock, s.host or "")
-            self._session = session
-            self._setup(session)
-        except MailrulesError:
-            self._drop()
-            raise
-        except ConnectionLost:
-            note = self._tunnel.exit_note() if self._tunnel else ""
-            self._drop()
-            raise SourceError(f"{self.label}: the server closed the connection{note}") from None
-        except (OSError, poplib.error_proto) as exc:
-            note = self._tunnel.exit_note() if self._tunnel else ""
-            self._drop()
-            raise SourceError(f"{self.label}: cannot connect: {_text(exc)}{note}") from None
-        return session
-
-    def _setup(self, session: Session) -> None:
-        s = self.settings
-        caps = session.capabilities()
-        if caps is None:
-            log.warning(
-                "%s: the server does not answer CAPA (RFC 2449); assuming USER/PASS, "
-                "trying UIDL and TOP",
-                self.label,
-            )
-        if not s.tunnel and s.security == "starttls":
-            if not session.has("STLS"):
-                raise tls.TLSError(
-                    f"{self.label}: security is starttls but the server does not offer STLS; "
-                    "refusing to continue in plaintext"
-                )
-            context = tls.make_context(s.ca_file, s.fingerprint)
-            plain = session.starttls()
-            session.use_socket(tls.wrap(plain, context, s.host, s.fingerprint, self.label))
-            caps = session.capabilities()
-        if not (s.tunnel and s.preauth):
-            self._login(session)
-            if caps is not None:
-                session.capabilities()  # RFC 2449 s5: capabilities may change after login
-        if session.has("UTF8"):
-            with contextlib.suppress(poplib.error_proto):
-                session.utf8()  # RFC 6856: raw UTF-8 headers instead of a substitute notice
-        self._top = True if session.has("TOP") else (None if session.caps is None else False)
-
-    def _login(self, session: Session) -> None:
-        s = self.settings
-        user = s.username or ""
-        mechanism = s.auth
-        if mechanism == "auto":
-            sasl = [m.upper() for m in (session.caps or {}).get("SASL", [])]
-            if s.oauth2_token_command:
-                mechanism = "xoauth2"
-            elif session.caps is None or session.has("USER") or "PLAIN" not in sasl:
-                mechanism = "user"
-            else:
-                mechanism = "plain"
-        try:
-            if mechanism == "xoauth2":
-                assert s.oauth2_token_command is not None
-                token = SecretSource(command=tuple(s.oauth2_token_command)).read(
-                    f"{self.account}: oauth2_token_command"
-                )
-                session.auth_xoauth2(user, token)
-                return
-            source = SecretSource(
-                value=s.password,
-                file=s.password_file,
-                command=tuple(s.password_command) if s.password_command else None,
-            )
-            password = source.read(f"{self.account}: password from {source.describe()}")
-            if mechanism == "apop":
-                session.apop(user, password)
-            elif mechanism == "plain":
-                session.auth_plain(user, password)
-            else:
-                session.user(user)
-                session.pass_(password)
-        except CredentialError as exc:
-            raise SourceError(str(exc)) from None
-        except ProtocolError:
-            raise
-        except poplib.error_proto as exc:
-            reason = _text(exc).replace(user, "…") if user else _text(exc)
-            raise SourceError(
-                f"{self.label}: login as {user!r} ({mechanism}) refused: {reason}"
-            ) from None
-
-    def _drop(self) -> None:
-        """End the session without QUIT: the server forgets every DELE of it."""
-        if self._session is not None:
-            with contextlib.suppress(OSError):
-                self._session.close()
-        self._session = None
-        if self._tunnel is not None:
-            self._tunnel.close()
-            self._tunnel = None
-
     def close(self) -> None:
         """Delete what is due (only with a state database, never in a dry run), then QUIT."""
         if self._session is None:
             self._drop()
             return
         try:
+            deleted: set[str] = set()
             if self._state is not None and not self._dry_run:
-                self._delete_due()
+                deleted = self._delete_due()
             with self._talk("QUIT") as session:
                 session.quit()
+            if self._state is not None and not self._dry_run:
+                self._remember_poll(deleted)
         except MailrulesError as exc:
             log.error("%s: %s", self.label, exc)
         finally:
             self._drop()
+
+    def _remember_poll(self, deleted: set[str]) -> None:
+        """After a clean session, what a quick poll compares against; else no record."""
+        from mailrules.sources.pop3_quick import config_digest, listing_digest
+
+        assert self._state is not None
+        state, s = self._state, self.settings
+        remaining = [i for i in self._messages if i not in deleted]
+        config = config_digest(self._config.path) if self._config else None
+        if config is None or self._digest_mode or s.password is not None:
+            state.drop_pop3_poll(self.account)
+            return
+        fetched = state.pop3_fetched(self.account)
+        handled = state.seen_uids(self.account, "INBOX", VALIDITY).union(fetched)
+        if any(i not in handled for i in remaining):
+            state.drop_pop3_poll(self.account)
+            return
+        due = None
+        if self.delete_after is not None:
+            times = [fetched[i][0] + self.delete_after for i in remaining if i in fetched]
+            due = min(times, default=None)
+        assert self._config is not None
+        settings = {"pop3": s.model_dump(), "timeout": self.timeout}
+        accounts = json.dumps(sorted(self._config.accounts))
+        listing = listing_digest(remaining)
+        state.set_pop3_poll(self.account, config, accounts, json.dumps(settings), listing, due)
 
     # -- finding new mail -----------------------------------------------------------------
 
@@ -342,6 +214,7 @@ class Pop3Mailbox:
             if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
                 sizes[int(parts[0])] = int(parts[1])
         names = self._uidls(sizes)
+        self._digest_mode = names is None
         if names is None:
             names = self._digests(sizes)
         self._messages = {
@@ -535,6 +408,8 @@ class Pop3Mailbox:
         local write that fails raises SourceError: the batch is not recorded, nothing of
         it is deleted from the server, and it is fetched again on the next run.
         """
+        from mailrules.rules.actions import DeleteAction, DeliverAction
+
         placed = (DeliverAction, DeleteAction)
         done = [i for i in items if i.ok]
         inbox = [ref for ref, _ in unplanned]
@@ -582,7 +457,8 @@ class Pop3Mailbox:
 
     # -- deleting from the server ---------------------------------------------------------
 
-    def _delete_due(self) -> None:
+    def _delete_due(self) -> set[str]:
+        """DELE what is due; the identities deleted (at QUIT)."""
         assert self._state is not None
         fetched = self._state.pop3_fetched(self.account)
         cutoff = time.time() - self.delete_after if self.delete_after is not None else None
@@ -601,7 +477,7 @@ class Pop3Mailbox:
             reverse=True,  # a server that renumbers at DELE cannot shift what comes next
         )
         if not due:
-            return
+            return set()
         log.info("%s: deleting %d messages from the server at QUIT", self.label, len(due))
         with self._talk("DELE") as session:
             for message in due:
@@ -617,6 +493,7 @@ class Pop3Mailbox:
                 "messages were deleted, but a dropped connection no longer undoes them",
                 self.label,
             )
+        return {m.identity for m in due}
 
 
 def write_batch(folder_dir: str, messages: list[tuple[str, bytes]]) -> None:
@@ -670,12 +547,3 @@ def _digest(block: bytes, size: int) -> str:
         h.update(field + b":" + wanted.get(field, b"") + b"\0")
     h.update(str(size).encode())
     return h.hexdigest()[:32]
-
-
-def _text(exc: BaseException) -> str:
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc) or type(exc).__name__
-    arg = exc.args[0] if exc.args else exc
-    if isinstance(arg, bytes):
-        return arg.decode("utf-8", "replace")
-    return str(arg)

@@ -48,8 +48,12 @@ class Tunnel:
         self._theirs = theirs
         if greeting:
             theirs.sendall(greeting)
-        for target in (self._to_child, self._from_child, self._stderr):
-            threading.Thread(target=target, daemon=True, name=f"tunnel-{label}").start()
+        self._threads = [
+            threading.Thread(target=target, daemon=True, name=f"tunnel-{label}")
+            for target in (self._to_child, self._from_child, self._stderr)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _to_child(self) -> None:
         assert self.proc.stdin is not None
@@ -71,15 +75,17 @@ class Tunnel:
         except OSError:
             pass
         finally:
+            self.proc.stdout.close()
             with contextlib.suppress(OSError):
                 self._theirs.shutdown(socket.SHUT_RDWR)
 
     def _stderr(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            text = line.decode("utf-8", "replace").rstrip()
-            if text:
-                log.info("%s: tunnel says: %s", self.label, text)
+        with self.proc.stderr:
+            for line in self.proc.stderr:
+                text = line.decode("utf-8", "replace").rstrip()
+                if text:
+                    log.info("%s: tunnel says: %s", self.label, text)
 
     def exit_note(self) -> str:
         """Why the connection may have ended: the command's exit status, if it has exited."""
@@ -101,3 +107,5 @@ class Tunnel:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        for thread in self._threads:  # they end at the child's EOF and close its pipes
+            thread.join(timeout=2)
