@@ -32,6 +32,10 @@ LARGE = message(3, body=b"".join(b"line %06d of a large message\n" % n for n in 
 
 
 def local_messages(root: Path, folder: str = "INBOX") -> list[bytes]:
+    return _local_messages(root, folder)
+
+
+def _local_messages(root: Path, folder: str = "INBOX") -> list[bytes]:
     path = root if folder == "INBOX" else root / f".{folder}"
     files = [p for sub in ("new", "cur") if (path / sub).is_dir() for p in (path / sub).iterdir()]
     return sorted(p.read_bytes() for p in files)
@@ -170,8 +174,17 @@ def test_dry_run_neither_delivers_nor_deletes(box, run_cli, tmp_path):
 def test_crash_at_every_step_loses_nothing_and_delivers_nothing_twice(box, run_cli, tmp_path):
     originals = [message(i) for i in range(1, 4)]
     pop3 = {"tunnel": box.tunnel(), "preauth": True}
-    config = write_config(tmp_path, pop3, existing="process", delete_after_delivery=True)
     local = tmp_path / "Local"
+    rule = {
+        "when": {"from": "sender2@*"},
+        "then": [{"deliver": {"path": str(local), "folder": "Two"}}],
+    }
+    rules = json.dumps([{"name": "two", **rule}])
+    config = write_config(tmp_path, pop3, rules, existing="process", delete_after_delivery=True)
+
+    def local_messages(root: Path) -> list[bytes]:  # INBOX and Two
+        return sorted(_local_messages(root) + _local_messages(root, "Two"))
+
     killed_between_dele_and_quit = False
     for step in range(1, 30):
         box.reset(originals)
@@ -192,6 +205,7 @@ def test_crash_at_every_step_loses_nothing_and_delivers_nothing_twice(box, run_c
         rerun = run(run_cli, config)
         assert rerun.returncode == 0, rerun.stderr
         assert local_messages(local) == originals, f"after a crash at step {step}"
+        assert _local_messages(local, "Two") == [message(2)]
         assert box.on_server() == []
         if crashed.returncode == 0:
             break

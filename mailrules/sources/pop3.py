@@ -433,11 +433,21 @@ class Pop3Mailbox(Connector):
         for ref in [r for r, _ in unplanned] + [i.ref for i in items]:
             self._bodies.pop(ref.uid, None)
 
-    def _deliver(self, refs: list[MessageRef], folder: str) -> None:
-        """Write these messages into a folder of deliver_to, in chunks, fsynced."""
+    def deliver_copies(self, refs: list[MessageRef], path: str, folder: str) -> list[Result]:
+        """The ``deliver`` action: batched and fsynced like deliver_to, and named after the
+        UIDL, so that a retry after a crash replaces its own copy instead of adding one."""
+        try:
+            self._deliver(refs, folder, Maildir(path))
+        except (OSError, MailrulesError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            return [f"cannot deliver to {path}: {reason}"] * len(refs)
+        return [None] * len(refs)
+
+    def _deliver(self, refs: list[MessageRef], folder: str, into: Maildir | None = None) -> None:
+        """Write these messages into a folder of deliver_to (or ``into``), in fsynced chunks."""
         if not refs:
             return
-        folder_dir = self.local.ensure_folder(folder)
+        folder_dir = (into or self.local).ensure_folder(folder)
         chunk: list[MessageRef] = []
         size = 0
         for ref in refs:

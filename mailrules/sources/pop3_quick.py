@@ -40,7 +40,7 @@ def config_digest(path: str | Path) -> str | None:
 
 
 def listing_digest(uidls: Iterable[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(uidls)).encode()).hexdigest()
+    return hashlib.sha256(b"\n".join(sorted(u.encode() for u in uidls))).hexdigest()
 
 
 def nothing_new(config: Path, state: Path, accounts: list[str] | None) -> bool:
@@ -83,12 +83,13 @@ def _same_listing(account: str, saved: dict[str, object], listing: str) -> bool:
     try:
         with connection._talk("UIDL") as session:
             _, lines, _ = session.uidl()
-        uidls = (
-            line.split(None, 1)[1].strip().decode("ascii", "backslashreplace")
-            for line in lines
-            if len(line.split(None, 1)) == 2
-        )
-        same = listing_digest(uidls) == listing
+        pairs = [line.split(None, 1) for line in lines]
+        uidls = [p[1].strip() for p in pairs if len(p) == 2]
+        if all(u.isascii() for u in uidls):  # as RFC 1939 says they are: skip decoding
+            same = hashlib.sha256(b"\n".join(sorted(uidls))).hexdigest() == listing
+        else:
+            names = (u.decode("ascii", "backslashreplace") for u in uidls)
+            same = listing_digest(names) == listing
         with connection._talk("QUIT") as session:
             session.quit()
     except MailrulesError as exc:
