@@ -424,3 +424,12 @@ def test_config_errors_say_why(run_cli, tmp_path, account, rules, needle):
     assert result.returncode == 2
     assert needle in result.stderr
     assert f"{path}:" in result.stderr
+
+
+def test_deliver_on_a_pop3_account_writes_into_deliver_to(run_cli, tmp_path):
+    config = write_config(tmp_path, POP)
+    result = run_cli(
+        "deliver", "-c", str(config), "--state-dir", str(tmp_path / "s"), input=message(1)
+    )
+    assert result.returncode == 0, result.stderr
+    assert local_messages(tmp_path / "Local") == [message(1)]
