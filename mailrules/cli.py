@@ -170,8 +170,6 @@ def _print_event(event) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from mailrules.runner import RunOptions, run_once
-
     if not args.once:
         print(
             "mailrules: the long-running service is not part of this version; "
@@ -179,6 +177,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
+    started = time.monotonic()
+    if not (args.dry_run or args.all) and _quick_poll(args):
+        if not args.quiet:
+            print(f"0 new messages, 0 actions done, 0 failed ({time.monotonic() - started:.2f}s)")
+        return EXIT_OK
+    from mailrules.runner import RunOptions, run_once
+
     config = _config(args)
     for name in args.account or []:
         if name not in config.accounts:
@@ -224,6 +229,15 @@ def _send_notifications(config, state: State, budget: float) -> tuple[int, str]:
     if not (report.sent or report.retrying or report.dead or report.waiting or report.digests):
         return 0, ""
     return report.dead, f"notifications: {report.summary()} ({time.monotonic() - started:.2f}s)"
+
+
+def _quick_poll(args: argparse.Namespace) -> bool:
+    """POP3 accounts exactly as the last clean run left them: nothing to load or do."""
+    from mailrules.config.find import discover
+    from mailrules.sources.pop3_quick import nothing_new
+
+    base = Path(args.state_dir) if args.state_dir else default_state_dir()
+    return nothing_new(discover(args.config), base / "state.sqlite3", args.account)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

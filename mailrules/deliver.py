@@ -54,6 +54,7 @@ def deliver(
     now = datetime.now(UTC)
     view = MessageView.from_bytes(data, name="stdin", arrived=now)
     box = account.mailbox()
+    box = getattr(box, "local", box)  # a POP3 account delivers into its deliver_to Maildir
     incoming = Incoming(box, data)
     ctx = EvalContext(now=now, account=account.name, folder="INBOX")
     try:

@@ -71,6 +71,9 @@ def _flags(box: Mailbox, step: Step, items: list[Item]) -> list[Result]:
 
 
 def _deliver(box: Mailbox, step: Step, items: list[Item]) -> list[Result]:
+    batched = getattr(box, "deliver_copies", None)  # POP3: batched, idempotent on retry
+    if batched is not None:
+        return batched([i.ref for i in items], step.args[0], step.args[1] or "INBOX")
     target = Maildir(step.args[0])
     results: list[Result] = []
     for item in items:

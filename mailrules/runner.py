@@ -76,6 +76,9 @@ def run_once(
         if accounts and name not in accounts:
             continue
         box = account.mailbox()
+        bind_state = getattr(box, "bind_state", None)  # POP3 remembers what it fetched
+        if bind_state is not None:
+            bind_state(state, options.dry_run, config)
         try:
             for folder in account.settings.folders:
                 FolderRun(account, folder, box, state, config.rules, options, report).run()
@@ -200,6 +203,9 @@ class FolderRun:
                     self._event(item.ref, item.view, step.rule, step.describe(), "planned")
             return failed
         execute(self.box, items)
+        settle = getattr(self.box, "settle", None)  # POP3: deliver what no rule placed
+        if settle is not None:
+            settle(items, unplanned)
         self._record(items, unplanned, validity)
         return failed + [item.ref.uid for item in items if not item.ok]
 

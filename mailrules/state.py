@@ -10,6 +10,13 @@ One file in the state directory. Tables:
 * ``audit``: one row per action on a message: rule, action, result.
 * ``outbox``: notifications to send, written with the messages that made them
   (``mailrules.notify.store``).
+* ``pop3_fetched``: per (account, UIDL) of a POP3 account, when the message was
+  delivered locally (fsynced) and whether a rule asked to delete it from the server.
+  DELE is decided from these rows alone, so a DELE that a dropped connection undid
+  (it takes effect only at QUIT) and ``delete_after`` are done again on a later run.
+* ``pop3_poll``: per POP3 account, what a quick poll compares against after a clean
+  session: the config's digest, the settings, a digest of the UIDLs left on the server
+  (all of them handled), and when the next ``delete_after`` deletion falls due.
 
 Writes happen in one ``BEGIN IMMEDIATE`` transaction per batch, after the batch's
 actions: a crash before the commit means those messages are handled again (at least
@@ -65,6 +72,21 @@ CREATE TABLE IF NOT EXISTS audit (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE TABLE IF NOT EXISTS pop3_fetched (
+    account TEXT NOT NULL,
+    uidl TEXT NOT NULL,
+    delivered_at REAL NOT NULL,
+    dele INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, uidl)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pop3_poll (
+    account TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    accounts TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    listing TEXT NOT NULL,
+    due_at REAL
+);
 """
 
 
@@ -299,3 +321,58 @@ class State:
             "(SELECT count(*) FROM seen s WHERE s.account=f.account AND s.folder=f.folder) "
             "FROM folders f ORDER BY f.account, f.folder"
         ).fetchall()
+
+    # -- POP3: what was fetched, and what the server may delete ----------------------------
+
+    def pop3_fetched(self, account: str) -> dict[str, tuple[float, bool]]:
+        """UIDL -> (delivered_at, a rule asked to delete it) for one POP3 account."""
+        rows = self.db.execute(
+            "SELECT uidl, delivered_at, dele FROM pop3_fetched WHERE account=?", (account,)
+        )
+        return {uidl: (at, bool(dele)) for uidl, at, dele in rows}
+
+    def record_pop3(self, account: str, rows: Iterable[tuple[str, float, bool]]) -> None:
+        """Record (UIDL, delivered_at, delete wanted) of messages now safely delivered."""
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO pop3_fetched (account, uidl, delivered_at, dele) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(account, uidl, at, int(dele)) for uidl, at, dele in rows],
+                )
+            ]
+        )
+
+    def forget_pop3(self, account: str, uidls: Iterable[str]) -> None:
+        """Forget messages that are no longer on the server."""
+        self._write(
+            [
+                (
+                    "DELETE FROM pop3_fetched WHERE account=? AND uidl=?",
+                    [(account, uidl) for uidl in uidls],
+                )
+            ]
+        )
+
+    def set_pop3_poll(
+        self,
+        account: str,
+        config: str,
+        accounts: str,
+        settings: str,
+        listing: str,
+        due_at: float | None,
+    ) -> None:
+        """Record what a quick poll of this account may compare against (see pop3_quick)."""
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO pop3_poll (account, config, accounts, settings, "
+                    "listing, due_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(account, config, accounts, settings, listing, due_at)],
+                )
+            ]
+        )
+
+    def drop_pop3_poll(self, account: str) -> None:
+        self._write([("DELETE FROM pop3_poll WHERE account=?", [(account,)])])
