@@ -13,6 +13,7 @@ from __future__ import annotations
 import email
 import email.policy
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 8 * 1024 * 1024
 _READ_CHUNK = 64 * 1024
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ':'
+
 ADDRESS_HEADERS = {
     "from": ("from",),
     "to": ("to",),
@@ -107,19 +110,20 @@ def split_header_block(data: bytes) -> tuple[bytes, int | None]:
     return data[: found.start() + 1], found.end()
 
 
-def read_header_block(path: str) -> bytes:
-    """Read just the header block of a message file (up to MAX_HEADER_BYTES)."""
+def read_head(path: str) -> tuple[bytes, float]:
+    """The header block of a message file and the file's modification time, in one open."""
     with open(path, "rb") as f:
+        mtime = os.fstat(f.fileno()).st_mtime
         data = f.read(_READ_CHUNK)
         while len(data) < MAX_HEADER_BYTES:
             block, body_at = split_header_block(data)
             if body_at is not None:
-                return block
+                return block, mtime
             more = f.read(max(_READ_CHUNK, len(data)))
             if not more:
-                return data
+                return data, mtime
             data += more
-    return split_header_block(data[:MAX_HEADER_BYTES])[0]
+    return split_header_block(data[:MAX_HEADER_BYTES])[0], mtime
 
 
 def parse_header_lines(block: bytes, defects: list[str]) -> list[tuple[str, str]]:
@@ -143,7 +147,7 @@ def parse_header_lines(block: bytes, defects: list[str]) -> list[tuple[str, str]
             continue
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
-        if not colon or not name or any(c <= " " or c > "~" for c in name):
+        if not colon or not _FIELD_NAME.fullmatch(name):
             defects.append(f"not a header line: {line[:60]!r}")
             continue
         fields.append((name, value.lstrip(" \t")))

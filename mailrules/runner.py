@@ -289,5 +289,5 @@ class FolderRun:
 def explain_decision(
     view: MessageView, rules: list[Rule], account: str, folder: str, now: datetime | None = None
 ) -> Decision:
-    ctx = EvalContext(now=now or datetime.now(UTC), account=account, folder=folder)
+    ctx = EvalContext(now=now or datetime.now(UTC), account=account, folder=folder, explain=True)
     return decide(view, rules, ctx)

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 
 from mailrules import failpoints
 from mailrules.errors import FolderError, SourceError
-from mailrules.message import MessageView, read_header_block
+from mailrules.message import MessageView, read_head
 from mailrules.sources import mutf7
 from mailrules.sources.base import Known, Listing, MessageRef, Result, Scan
 
@@ -273,9 +273,7 @@ class Maildir:
             yield ref, view
 
     def _view(self, ref: MessageRef, needs: frozenset[str]) -> MessageView:
-        with open(ref.location, "rb") as f:
-            mtime = os.fstat(f.fileno()).st_mtime
-        block = read_header_block(ref.location)
+        block, mtime = read_head(ref.location)
         filename = os.path.basename(ref.location)
         unique, info = split_name(filename)
         sizes = dict(_SIZE_FIELD.findall(unique))
