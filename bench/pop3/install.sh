@@ -14,7 +14,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # The lab: the directory above, else $BENCH_LAB, else shared/bench beside the repository.
-for lab in "$here/.." "${BENCH_LAB:-}" "$here/../../../shared/bench" /work/shared/bench; do
+for lab in "$here/.." "$here/../imap" "${BENCH_LAB:-}" "$here/../../../shared/bench" /work/shared/bench; do
     [ -n "$lab" ] && [ -f "$lab/lib/env.sh" ] && break
 done
 . "$lab/lib/env.sh"

@@ -62,7 +62,8 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 
 
 def find_lab():
-    for cand in (os.path.dirname(HERE), os.environ.get("BENCH_LAB"),
+    for cand in (os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "imap"),
+                 os.environ.get("BENCH_LAB"),
                  os.path.join(os.path.dirname(REPO), "shared", "bench"), "/work/shared/bench"):
         if cand and os.path.exists(os.path.join(cand, "lib", "harness.py")):
             return cand

@@ -158,7 +158,8 @@ def expected_folders(corpus):
     """Message-ID -> the folder the lab's rules R1-R5 put it in, as a POP3 fetcher delivers
     them: R1 Clients, R2 (delete) Trash, R3 Lists, R4 stays in INBOX, R5 Archive, else INBOX."""
     here = os.path.dirname(os.path.abspath(__file__))
-    for lab in (os.path.dirname(here), os.environ.get("BENCH_LAB", ""),
+    for lab in (os.path.dirname(here), os.path.join(os.path.dirname(here), "imap"),
+                os.environ.get("BENCH_LAB", ""),
                 os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(here))), "shared", "bench"),
                 "/work/shared/bench"):
         if os.path.exists(os.path.join(lab, "lib", "rules_ref.py")):
