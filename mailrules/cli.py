@@ -207,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for note in report.notes:
             print(note)
         verb = "planned" if args.dry_run else "done"
-        acted = sum(1 for e in report.events if e.result in ("ok", "planned"))
+        acted = report.acted
         print(
             f"{report.new} new message{'s' * (report.new != 1)}, {acted} action"
             f"{'s' * (acted != 1)} {verb}, {report.failed_actions} failed "

@@ -31,6 +31,11 @@ MAX_HEADER_BYTES = 8 * 1024 * 1024
 _READ_CHUNK = 64 * 1024
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ':'
+_ADDR_SPEC = r"[^\s<>()\[\]\\,;:@\"]+@[A-Za-z0-9.-]+"
+_SIMPLE_ADDRESS = re.compile(
+    rf'\s*(?:(?:"(?P<quoted>[^"\\]*)"|(?P<plain>[^"<>()\[\]\\,;:@]*?))\s*<(?P<angle>{_ADDR_SPEC})>'
+    rf"|(?P<bare>{_ADDR_SPEC}))\s*"
+)
 
 ADDRESS_HEADERS = {
     "from": ("from",),
@@ -256,6 +261,11 @@ class MessageView:
         return cache[kind]
 
     def _parse_addresses(self, raw: str) -> list[Address]:
+        simple = _SIMPLE_ADDRESS.fullmatch(raw)
+        if simple:  # the common single "Name <a@b>", '"Name" <a@b>' or a@b, without the parser
+            name = simple.group("quoted") or simple.group("plain") or ""
+            addr = simple.group("angle") or simple.group("bare")
+            return [Address(name=_clean(decode_words(name.strip())), address=addr.lower())]
         try:
             pairs = getaddresses([raw])
         except Exception:  # malformed address lists must not stop the run

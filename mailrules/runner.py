@@ -46,7 +46,7 @@ class Event:
 
 @dataclass
 class Report:
-    events: list[Event] = field(default_factory=list)
+    acted: int = 0  # actions done (or, in a dry run, planned)
     notes: list[str] = field(default_factory=list)
     new: int = 0
     failed_actions: int = 0
@@ -268,7 +268,8 @@ class FolderRun:
         event = Event(
             self.account.name, self.folder, ref.uid, sender, view.subject, rule, action, result
         )
-        self.report.events.append(event)
+        if result in ("ok", "planned"):
+            self.report.acted += 1
         level = logging.INFO if result in ("ok", "planned") else logging.ERROR
         action_log.log(
             level,
