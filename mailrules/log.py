@@ -10,8 +10,6 @@ import logging
 import os
 import sys
 
-from mailrules.secrets import redact
-
 _JOURNAL_LEVELS = {
     logging.DEBUG: 7,
     logging.INFO: 6,
@@ -32,6 +30,8 @@ class _Redact(logging.Filter):
     """Replace known secrets in the message and any traceback with ***."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        from mailrules.secrets import redact  # loaded on the first log line, not at start-up
+
         message = record.getMessage()
         clean = redact(message)
         if clean != message:

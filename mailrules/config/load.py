@@ -15,7 +15,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -23,7 +23,6 @@ from mailrules.config.find import discover
 from mailrules.config.model import AccountModel, ConfigModel, RuleModel
 from mailrules.config.yaml_loader import Document, Path, load_yaml
 from mailrules.errors import ConfigError, ConfigProblem
-from mailrules.notify.config import Notifier, bind_notifiers, parse_notifiers
 from mailrules.rules.actions import FolderAction, parse_actions
 from mailrules.rules.checker import Checker, describe, did_you_mean
 from mailrules.rules.conditions import parse_condition
@@ -33,6 +32,9 @@ from mailrules.sources.maildir import Maildir
 from mailrules.transport.tls import normalise_fingerprint
 
 __all__ = ["Account", "Config", "discover", "load_config", "parse_config"]
+
+if TYPE_CHECKING:
+    from mailrules.notify.config import Notifier
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -128,8 +130,12 @@ def parse_config(text: str, path: str) -> Config:
             )
         names.setdefault(rule.name, i)
         rules.append(rule)
-    notifiers = parse_notifiers(data, check)
-    bind_notifiers(rules, notifiers, check)
+    notifiers: dict[str, Notifier] = {}
+    if "notifiers" in data or any(a.name == "notify" for r in rules for a in r.actions):
+        from mailrules.notify.config import bind_notifiers, parse_notifiers
+
+        notifiers = parse_notifiers(data, check)
+        bind_notifiers(rules, notifiers, check)
     if check.problems:
         raise ConfigError(_without_echoes(check.problems, doc))
     return Config(path, accounts, rules, notifiers)

@@ -11,8 +11,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mailrules.notify.model import NotifierModel
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
@@ -189,7 +187,9 @@ class ConfigModel(_Strict):
 
     accounts: dict[str, AccountModel] = Field(description="Mail accounts, by name.")
     rules: list[RuleModel] = Field(default_factory=list, description="Rules, tried in order.")
-    notifiers: dict[str, NotifierModel] = Field(
+    # Validated by mailrules.notify.config (loaded only when a config uses notifications);
+    # ``mailrules schema`` fills in the notifier model.
+    notifiers: dict[str, Any] = Field(
         default_factory=dict,
         description="Notification channels, by name, for the notify action: {notify: NAME}.",
     )
