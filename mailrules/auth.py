@@ -13,12 +13,8 @@ import os
 from dataclasses import dataclass
 
 from mailrules.commands import CommandFailed, run_command
-from mailrules.errors import MailrulesError
-from mailrules.log import register_secret
-
-
-class CredentialError(MailrulesError):
-    """A password or token could not be obtained. Names the account and the source."""
+from mailrules.errors import CredentialError
+from mailrules.secrets import remember
 
 
 @dataclass(frozen=True)
@@ -39,7 +35,7 @@ class SecretSource:
     def read(self, label: str, timeout: float = 30.0) -> str:
         """The secret, stripped of its trailing newline. Raises CredentialError."""
         secret = self._read(label, timeout)
-        register_secret(secret)
+        remember(secret)
         return secret
 
     def _read(self, label: str, timeout: float) -> str:

@@ -1,4 +1,4 @@
-"""The mailrules command line: check, run, explain, deliver, state, folders, schema, demo.
+"""The mailrules command line: check, run, explain, deliver, state, notify, folders, schema, demo.
 
 Exit codes (also in the README):
   0   everything succeeded
@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--all", action="store_true", help="apply the rules to every message, not only new ones"
     )
+    run.add_argument(
+        "--notify-budget",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="after the mail work, send due notifications for at most this long (default 30)",
+    )
 
     explain = sub.add_parser(
         "explain", parents=[common], help="show how the rules decide for message files"
@@ -99,6 +106,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--account", help="only this account")
     status.add_argument("--json", action="store_true", help="as JSON")
+    notify = sub.add_parser(
+        "notify", parents=[common], help="send the notifications that are due (the outbox)"
+    )
+    notify.add_argument(
+        "--retry-dead", action="store_true", help="first queue given-up notifications again"
+    )
+    notify.add_argument(
+        "--budget", type=float, default=60.0, metavar="SECONDS", help="stop after (default 60)"
+    )
 
     folders = sub.add_parser("folders", parents=[common], help="list an account's folders")
     folders.add_argument("account")
@@ -183,6 +199,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.once and (args.dry_run or args.all):
         print("mailrules: --dry-run and --all go with --once", file=sys.stderr)
         return EXIT_CONFIG
+    started = time.monotonic()
+    if args.once and not (args.dry_run or args.all) and _quick_poll(args):
+        if not args.quiet:
+            print(f"0 new messages, 0 actions done, 0 failed ({time.monotonic() - started:.2f}s)")
+        return EXIT_OK
     config = _config(args)
     for name in args.account or []:
         if name not in config.accounts:
@@ -226,8 +247,12 @@ def _run_once(args: argparse.Namespace, config) -> int:
         dry_run=args.dry_run, process_all=args.all, on_event=None if args.quiet else _print_event
     )
     started = time.monotonic()
+    sent = None
     try:
         report = run_once(config, state, options, args.account)
+        mail_time = time.monotonic() - started
+        if state and config.notifiers and not args.dry_run:  # act first; then send
+            sent = _send_notifications(config, state, args.notify_budget)
     finally:
         if state:
             state.close()
@@ -235,13 +260,37 @@ def _run_once(args: argparse.Namespace, config) -> int:
         for note in report.notes:
             print(note)
         verb = "planned" if args.dry_run else "done"
-        acted = sum(1 for e in report.events if e.result in ("ok", "planned"))
+        acted = report.acted
         print(
             f"{report.new} new message{'s' * (report.new != 1)}, {acted} action"
             f"{'s' * (acted != 1)} {verb}, {report.failed_actions} failed "
-            f"({time.monotonic() - started:.2f}s)"
+            f"({mail_time:.2f}s)"
         )
+        if sent is not None and sent[1]:
+            print(sent[1])
+    if sent is not None and sent[0]:  # a notification was given up: say so in the exit code
+        return max(report.exit_code, EXIT_FAILED)
     return report.exit_code
+
+
+def _send_notifications(config, state: State, budget: float) -> tuple[int, str]:
+    """Send what is due: (how many were given up, a summary line)."""
+    from mailrules.notify.outbox import dispatch
+
+    started = time.monotonic()
+    report = dispatch(state, config.notifiers, budget)
+    if not (report.sent or report.retrying or report.dead or report.waiting or report.digests):
+        return 0, ""
+    return report.dead, f"notifications: {report.summary()} ({time.monotonic() - started:.2f}s)"
+
+
+def _quick_poll(args: argparse.Namespace) -> bool:
+    """POP3 accounts exactly as the last clean run left them: nothing to load or do."""
+    from mailrules.config.find import discover
+    from mailrules.sources.pop3_quick import nothing_new
+
+    base = Path(args.state_dir) if args.state_dir else default_state_dir()
+    return nothing_new(discover(args.config), base / "state.sqlite3", args.account)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -321,6 +370,10 @@ def cmd_state(args: argparse.Namespace) -> int:
             f"  {when} {account}/{folder} {rule!r}: {action} {result}{extra}  "
             f"<{sender}> {subject!r} {mid}"
         )
+    from mailrules.notify.store import status_lines
+
+    for line in status_lines(state.db):
+        print(line)
     return EXIT_OK
 
 
@@ -339,6 +392,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print("\n".join(render(report)))
     return EXIT_OK
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    from mailrules.notify.outbox import retry_dead
+
+    config = _config(args)
+    state = _state(args)
+    assert state is not None
+    try:
+        if args.retry_dead:
+            print(f"{retry_dead(state)} given-up notifications queued again")
+        dead, line = _send_notifications(config, state, args.budget)
+    finally:
+        state.close()
+    if not args.quiet:
+        print(line or "notifications: nothing due")
+    return EXIT_FAILED if dead else EXIT_OK
 
 
 def cmd_folders(args: argparse.Namespace) -> int:
@@ -385,6 +455,7 @@ COMMANDS = {
     "deliver": cmd_deliver,
     "state": cmd_state,
     "status": cmd_status,
+    "notify": cmd_notify,
     "folders": cmd_folders,
     "schema": cmd_schema,
     "demo": cmd_demo,

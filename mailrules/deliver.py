@@ -4,15 +4,19 @@ The whole config is loaded before anything is written. Any failure before the me
 is safely on disk (a config error, a rule that cannot be evaluated, a full disk) exits
 75 (EX_TEMPFAIL): the MTA keeps its copy and tries again later. ``run`` actions start
 only after delivery; their failures are logged but do not fail the delivery, since a
-retry would deliver the message twice.
+retry would deliver the message twice. Notifications are queued with the state record
+and sent right after it, within a short time budget; what is not sent by then waits in
+the outbox for the next ``mailrules run --once`` or ``mailrules notify``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from mailrules import failpoints
 from mailrules.config.load import Config
 from mailrules.errors import ConfigError, ConfigProblem, MailrulesError
 from mailrules.executor import Item, execute
@@ -25,6 +29,7 @@ from mailrules.state import AuditRow, Seen, State
 
 log = logging.getLogger(__name__)
 EX_OK, EX_TEMPFAIL = 0, 75
+NOTIFY_BUDGET = 10.0  # seconds the MTA waits for notifications after delivery
 
 
 def deliver(
@@ -49,6 +54,7 @@ def deliver(
     now = datetime.now(UTC)
     view = MessageView.from_bytes(data, name="stdin", arrived=now)
     box = account.mailbox()
+    box = getattr(box, "local", box)  # a POP3 account delivers into its deliver_to Maildir
     incoming = Incoming(box, data)
     ctx = EvalContext(now=now, account=account.name, folder="INBOX")
     try:
@@ -77,7 +83,7 @@ def deliver(
             log.error(
                 "deliver: rule %r: %s failed after delivery: %s", step.rule, step.describe(), result
             )
-    _record(account.name, view, incoming, item.results + after.results, open_state)
+    _record(account.name, view, incoming, item.results + after.results, open_state, after, config)
     where = ", ".join(folder for folder, _ in incoming.delivered) or "nowhere (expunged)"
     log.info("deliver: %s -> %s", view.message_id or "(no Message-ID)", where)
     return EX_OK
@@ -89,6 +95,8 @@ def _record(
     incoming: Incoming,
     results: list,
     open_state: Callable[[], State | None],
+    after: Item | None = None,
+    config: Config | None = None,
 ) -> None:
     """Best effort: the message is delivered; a state problem must not make the MTA retry."""
     sender = ", ".join(a.address for a in view.addresses("from"))
@@ -110,13 +118,35 @@ def _record(
     seen: dict[str, list[Seen]] = {}
     for folder, unique in incoming.delivered:
         seen.setdefault(folder, []).append(Seen(unique, view.message_id))
+    folder, unique = incoming.delivered[0] if incoming.delivered else ("INBOX", "")
+    notes = after.outbox if after else []
+    # Expunged messages have no file name: the Message-ID (or the content) names them.
+    uid = unique or f"expunged:{view.message_id or _digest(view.raw())}"
+    outbox = [n.row(account, folder, "maildir", uid) for n in notes]
     try:
         state = open_state()
         if state is None:
             return
         try:
-            state.commit(account, "maildir", seen, {}, audit)
+            state.commit(account, "maildir", seen, {}, audit, outbox=outbox)
+            if outbox and config is not None:
+                failpoints.reached()  # queued, not sent
+                _send(config, state)
         finally:
             state.close()
     except MailrulesError as exc:
         log.warning("deliver: delivered, but the state database was not updated: %s", exc)
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _send(config: Config, state: State) -> None:
+    """Send what is due now, briefly; a failure waits in the outbox, never fails delivery."""
+    from mailrules.notify.outbox import dispatch
+
+    try:
+        dispatch(state, config.notifiers, NOTIFY_BUDGET)
+    except Exception:  # the message is delivered; notifications must not change that
+        log.exception("deliver: delivered; notifications stay queued")

@@ -9,6 +9,9 @@
       ActionError        one action on one message failed; the message stays where it was
       RuleError          a rule could not be evaluated (a condition command failed)
       StateError         the state database cannot be opened or written
+      CredentialError    a secret could not be read; names its source, never its value
+      NotifyError        a notification was not sent; kept in the outbox
+        NotifyRetry      worth trying again later (network, 429, 5xx, timeouts)
 
 Every message says what went wrong, to what, and what the user can do about it.
 """
@@ -61,3 +64,28 @@ class RuleError(MailrulesError):
 
 class StateError(MailrulesError):
     """The state database cannot be opened or written."""
+
+
+class CredentialError(MailrulesError):
+    """A secret (token, password, key) could not be read from its file, variable or command.
+
+    The message names where it was looked for, never the value.
+    """
+
+
+class NotifyError(MailrulesError):
+    """A notification could not be sent and trying again will not help (HTTP 4xx, a bad URL).
+
+    The outbox dead-letters it at once; ``mailrules notify --retry-dead`` queues it again.
+    """
+
+
+class NotifyRetry(NotifyError):
+    """A notification could not be sent this time: the outbox tries again with backoff.
+
+    ``retry_after`` is the receiver's own wish (HTTP Retry-After), in seconds.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

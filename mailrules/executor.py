@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 
 from mailrules.commands import CommandFailed, run_command
 from mailrules.message import MessageView
-from mailrules.rules.actions import DeleteAction, DeliverAction, FlagAction, FolderAction, RunAction
+from mailrules.notify.payload import Notification, build
+from mailrules.rules.actions import (
+    DeleteAction,
+    DeliverAction,
+    FlagAction,
+    FolderAction,
+    NotifyAction,
+    RunAction,
+)
 from mailrules.rules.engine import Step
 from mailrules.sources.base import Mailbox, MessageRef, Result
 from mailrules.sources.maildir import Maildir, write_message
@@ -30,6 +38,7 @@ class Item:
     view: MessageView
     steps: list[Step]
     results: list[tuple[Step, Result]] = field(default_factory=list)
+    outbox: list[Notification] = field(default_factory=list)  # recorded with the message
 
     @property
     def failed(self) -> bool:
@@ -62,6 +71,9 @@ def _flags(box: Mailbox, step: Step, items: list[Item]) -> list[Result]:
 
 
 def _deliver(box: Mailbox, step: Step, items: list[Item]) -> list[Result]:
+    batched = getattr(box, "deliver_copies", None)  # POP3: batched, idempotent on retry
+    if batched is not None:
+        return batched([i.ref for i in items], step.args[0], step.args[1] or "INBOX")
     target = Maildir(step.args[0])
     results: list[Result] = []
     for item in items:
@@ -99,12 +111,25 @@ def _run(box: Mailbox, step: Step, items: list[Item]) -> list[Result]:
     return results
 
 
+def _notify(box: Mailbox, step: Step, items: list[Item]) -> list[Result]:
+    """Attach the notification to the item; it is queued when the item is recorded."""
+    results: list[Result] = []
+    for item in items:
+        try:
+            item.outbox.append(build(step, item.view))
+            results.append(None)
+        except OSError as exc:
+            results.append(f"cannot read the message for the notification: {exc.strerror}")
+    return results
+
+
 EXECUTORS: dict[type, Apply] = {
     FolderAction: _folder,
     DeleteAction: _delete,
     FlagAction: _flags,
     DeliverAction: _deliver,
     RunAction: _run,
+    NotifyAction: _notify,
 }
 
 

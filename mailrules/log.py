@@ -8,7 +8,9 @@
   carry no timestamp and start with a ``<N>`` priority that journald turns into the
   entry's PRIORITY.
 
-Every registered secret is replaced by ``********`` in every line, whatever the format.
+Every line passes through ``mailrules.secrets.redact``, whatever the format: a token,
+password or HMAC key that mailrules has read never reaches the log, even inside a
+library's message.
 """
 
 from __future__ import annotations
@@ -72,32 +74,23 @@ class _JsonFormatter(logging.Formatter):
         out["message"] = record.getMessage()
         out.update(_context.get({}))
         out.update(getattr(record, "context", None) or {})
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+        if record.exc_info:  # _Redact has put the redacted traceback in exc_text
+            out["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
 
 
-_secrets: set[str] = set()
-
-
-def register_secret(value: str) -> None:
-    """Never let this value reach a log line (passwords, tokens, keys)."""
-    if len(value) >= 4:
-        _secrets.add(value)
-
-
 class _Redact(logging.Filter):
+    """Replace known secrets in the message and any traceback with ***."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if _secrets:
-            text = record.getMessage()
-            if any(secret in text for secret in _secrets):
-                for secret in _secrets:
-                    text = text.replace(secret, "********")
-                record.msg, record.args = text, None
-            if record.exc_info and record.exc_info[1] is not None:
-                shown = str(record.exc_info[1])
-                if any(secret in shown for secret in _secrets):
-                    record.exc_info = None  # a traceback that quotes a secret is dropped
+        from mailrules.secrets import redact  # loaded on the first log line, not at start-up
+
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         return True
 
 
@@ -135,3 +128,5 @@ def setup(verbosity: int = 0, fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # urllib3 logs request paths and queries at debug level: they can hold tokens.
+    logging.getLogger("urllib3").setLevel(max(level, logging.INFO))

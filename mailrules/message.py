@@ -13,6 +13,7 @@ from __future__ import annotations
 import email
 import email.policy
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,13 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 8 * 1024 * 1024
 _READ_CHUNK = 64 * 1024
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 ftext: printable ASCII except ':'
+_ADDR_SPEC = r"[^\s<>()\[\]\\,;:@\"]+@[A-Za-z0-9.-]+"
+_SIMPLE_ADDRESS = re.compile(
+    rf'\s*(?:(?:"(?P<quoted>[^"\\]*)"|(?P<plain>[^"<>()\[\]\\,;:@]*?))\s*<(?P<angle>{_ADDR_SPEC})>'
+    rf"|(?P<bare>{_ADDR_SPEC}))\s*"
+)
+
 ADDRESS_HEADERS = {
     "from": ("from",),
     "to": ("to",),
@@ -107,19 +115,20 @@ def split_header_block(data: bytes) -> tuple[bytes, int | None]:
     return data[: found.start() + 1], found.end()
 
 
-def read_header_block(path: str) -> bytes:
-    """Read just the header block of a message file (up to MAX_HEADER_BYTES)."""
+def read_head(path: str) -> tuple[bytes, float]:
+    """The header block of a message file and the file's modification time, in one open."""
     with open(path, "rb") as f:
+        mtime = os.fstat(f.fileno()).st_mtime
         data = f.read(_READ_CHUNK)
         while len(data) < MAX_HEADER_BYTES:
             block, body_at = split_header_block(data)
             if body_at is not None:
-                return block
+                return block, mtime
             more = f.read(max(_READ_CHUNK, len(data)))
             if not more:
-                return data
+                return data, mtime
             data += more
-    return split_header_block(data[:MAX_HEADER_BYTES])[0]
+    return split_header_block(data[:MAX_HEADER_BYTES])[0], mtime
 
 
 def parse_header_lines(block: bytes, defects: list[str]) -> list[tuple[str, str]]:
@@ -143,7 +152,7 @@ def parse_header_lines(block: bytes, defects: list[str]) -> list[tuple[str, str]
             continue
         name, colon, value = line.partition(":")
         name = name.rstrip(" \t")
-        if not colon or not name or any(c <= " " or c > "~" for c in name):
+        if not colon or not _FIELD_NAME.fullmatch(name):
             defects.append(f"not a header line: {line[:60]!r}")
             continue
         fields.append((name, value.lstrip(" \t")))
@@ -216,6 +225,8 @@ class MessageView:
         out: dict[str, list[str]] = {}
         for name, value in parse_header_lines(self.header_block, self.defects):
             out.setdefault(name.lower(), []).append(value)
+        if not out:
+            self.defects.append("no header fields (an empty file, or not a message)")
         return out
 
     def has_header(self, name: str) -> bool:
@@ -250,6 +261,11 @@ class MessageView:
         return cache[kind]
 
     def _parse_addresses(self, raw: str) -> list[Address]:
+        simple = _SIMPLE_ADDRESS.fullmatch(raw)
+        if simple:  # the common single "Name <a@b>", '"Name" <a@b>' or a@b, without the parser
+            name = simple.group("quoted") or simple.group("plain") or ""
+            addr = simple.group("angle") or simple.group("bare")
+            return [Address(name=_clean(decode_words(name.strip())), address=addr.lower())]
         try:
             pairs = getaddresses([raw])
         except Exception:  # malformed address lists must not stop the run
@@ -271,7 +287,7 @@ class MessageView:
             return None
         try:
             parsed = parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             self.defects.append(f"unreadable Date: {raw[:40]!r}")
             return None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
@@ -298,10 +314,15 @@ class MessageView:
     @cached_property
     def _mime(self) -> Message | None:
         try:
-            return email.message_from_bytes(self.raw(), policy=email.policy.compat32)
+            root = email.message_from_bytes(self.raw(), policy=email.policy.compat32)
         except Exception as exc:  # a broken body must not stop the run
             self.defects.append(f"unparsable MIME structure: {exc}")
             return None
+        for part in _walk(root, self.defects):
+            for defect in getattr(part, "defects", ()):
+                name = type(defect).__name__.removesuffix("Defect")
+                self.defects.append(f"MIME: {' '.join(re.findall('[A-Z][a-z]*', name)).lower()}")
+        return root
 
     @cached_property
     def body_text(self) -> str:

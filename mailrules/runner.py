@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from mailrules import failpoints
 from mailrules.config.load import Account, Config
 from mailrules.errors import RuleError, SourceError, StateError
 from mailrules.executor import Item, execute
@@ -45,7 +46,7 @@ class Event:
 
 @dataclass
 class Report:
-    events: list[Event] = field(default_factory=list)
+    acted: int = 0  # actions done (or, in a dry run, planned)
     notes: list[str] = field(default_factory=list)
     new: int = 0
     failed_actions: int = 0
@@ -81,6 +82,9 @@ def run_once(
         if accounts and name not in accounts:
             continue
         box = account.mailbox()
+        bind_state = getattr(box, "bind_state", None)  # POP3 remembers what it fetched
+        if bind_state is not None:
+            bind_state(state, options.dry_run, config)
         try:
             run_account(account, box, state, config.rules, options, report)
         except (SourceError, StateError) as exc:
@@ -158,8 +162,9 @@ class FolderRun:
             log.info("%s/%s: %d to process", name, folder, len(scan.refs))
         needs = frozenset().union(*(r.needs for r in rules)) if rules else frozenset()
         lowest_failed: int | None = None
-        for start in range(0, len(scan.refs), BATCH):
-            refs = scan.refs[start : start + BATCH]
+        batch = getattr(self.box, "batch_size", BATCH)
+        for start in range(0, len(scan.refs), batch):
+            refs = scan.refs[start : start + batch]
             if self.options.stopping():
                 # Not reached: the cursor stays below them, so the next run does them.
                 left = [int(r.uid) for r in scan.refs[start:] if r.uid.isdigit()]
@@ -213,7 +218,7 @@ class FolderRun:
                 self.report.failed_actions += 1
                 failed.append(ref.uid)
                 continue
-            if view.defects:
+            if view.fields is not None and view.defects:  # parsing headers may find some
                 log.warning(
                     "%s/%s: %s is malformed (%s); rules saw what could be decoded",
                     self.account.name,
@@ -231,6 +236,9 @@ class FolderRun:
                     self._event(item.ref, item.view, step.rule, step.describe(), "planned")
             return failed
         execute(self.box, items)
+        settle = getattr(self.box, "settle", None)  # POP3: deliver what no rule placed
+        if settle is not None:
+            settle(items, unplanned)
         self._record(items, unplanned, validity)
         return failed + [item.ref.uid for item in items if not item.ok]
 
@@ -242,6 +250,9 @@ class FolderRun:
         seen: dict[str, list[Seen]] = {self.folder: []}
         forget: dict[str, list[str]] = {self.folder: []}
         audit: list[AuditRow] = []
+        outbox = [
+            n.row(name, self.folder, validity, item.ref.uid) for item in items for n in item.outbox
+        ]
         for ref, view in unplanned:
             seen[self.folder].append(Seen(ref.uid, view.message_id))
         for item in items:
@@ -279,7 +290,9 @@ class FolderRun:
             for folder, (uid, dest_validity) in ref.arrived_in.items():
                 if folder in watched and folder != self.folder:
                     seen.setdefault(folder, []).append(Seen(uid, view.message_id, dest_validity))
-        self.state.commit(name, validity, seen, forget, audit)  # type: ignore[union-attr]
+        self.state.commit(name, validity, seen, forget, audit, outbox=outbox)  # type: ignore[union-attr]
+        if outbox:
+            failpoints.reached()  # queued, not sent: the crash tests stop here too
 
     def _event(
         self, ref: MessageRef, view: MessageView, rule: str, action: str, result: str
@@ -288,7 +301,8 @@ class FolderRun:
         event = Event(
             self.account.name, self.folder, ref.uid, sender, view.subject, rule, action, result
         )
-        self.report.events.append(event)
+        if result in ("ok", "planned"):
+            self.report.acted += 1
         level = logging.INFO if result in ("ok", "planned") else logging.ERROR
         action_log.log(
             level,
@@ -312,5 +326,5 @@ class FolderRun:
 def explain_decision(
     view: MessageView, rules: list[Rule], account: str, folder: str, now: datetime | None = None
 ) -> Decision:
-    ctx = EvalContext(now=now or datetime.now(UTC), account=account, folder=folder)
+    ctx = EvalContext(now=now or datetime.now(UTC), account=account, folder=folder, explain=True)
     return decide(view, rules, ctx)

@@ -55,6 +55,7 @@ from mailrules.errors import ConfigError, SourceError, StateError
 from mailrules.runner import Report, RunOptions, run_account
 from mailrules.schedule import backoff
 from mailrules.sources.base import Mailbox
+from mailrules.sources.imap import ImapMailbox
 from mailrules.state import ServiceStatus, State
 from mailrules.watch import FolderWatcher
 
@@ -84,16 +85,21 @@ class PeriodicJob:
     the job runs again at its next time (keep retries in the state store, not in here).
     ``describe``, if given, adds a line to ``mailrules status`` (for example an outbox's
     depth); it gets a State and runs in the ``status`` command's process.
+    ``after_new_mail``: also run right after any account run that found new mail (a
+    notification dispatcher, so that a notice goes out seconds after the mail came).
     """
 
     name: str
     every: float
     run: Callable[[JobContext], None]
     describe: Callable[[State], str] | None = None
+    after_new_mail: bool = False
 
 
 PERIODIC_JOBS: list[PeriodicJob] = []
-"""Jobs every service runs: the notification outbox's dispatcher belongs here."""
+"""Jobs every service runs. The notification outbox's dispatcher belongs here, e.g.
+``PeriodicJob("outbox", 30, lambda ctx: dispatch(ctx.state, ctx.config.notifiers, 25),
+describe=<outbox depth>, after_new_mail=True)``."""
 
 
 class AccountRuntime:
@@ -186,6 +192,11 @@ class Service:
             )
         self.scheduler.start()
         self._save_status(keep=True)
+        if getattr(self.config, "notifiers", None) and not self.periodic:
+            log.warning(
+                "this service queues notifications but has no job that sends them "
+                "(PERIODIC_JOBS is empty); 'mailrules notify' sends what is due"
+            )
         log.info(
             "service started (pid %d): %s; state in %s",
             os.getpid(),
@@ -477,6 +488,7 @@ class Service:
                 return
             try:
                 if box is not None:  # a watcher's: it reconnects by itself if this fails
+                    _bind(box, state, config)
                     run_account(account, box, state, config.rules, options, report, folders)
                 else:
                     self._run_on_account_box(rt, account, state, config, options, report, folders)
@@ -507,8 +519,10 @@ class Service:
         report: Report,
         folders: list[str] | None,
     ) -> None:
-        """Run on the account's own connection: kept if used recently, else a new one; a
-        kept one that turns out dead is replaced once, at once."""
+        """Run on the account's own connection: an IMAP one is kept if used recently, else
+        a new one is made, and a kept one that turns out dead is replaced once, at once.
+        Others are closed after the run: a POP3 session sees the maildrop as it was at
+        login (RFC 1939), so new mail needs a new session."""
         try:
             if rt.box is not None and time.monotonic() - rt.box_used > REUSE_WITHIN:
                 rt.close_box()
@@ -516,6 +530,7 @@ class Service:
                 rt.box = account.mailbox()
             reused = bool(getattr(rt.box, "connected", False))
             try:
+                _bind(rt.box, state, config)
                 run_account(account, rt.box, state, config.rules, options, report, folders)
             except SourceError as exc:
                 if not reused or self.stopping.is_set():
@@ -523,9 +538,12 @@ class Service:
                 log.info("%s: the open connection failed (%s); trying a new one", rt.name, exc)
                 rt.close_box()
                 rt.box = account.mailbox()
+                _bind(rt.box, state, config)
                 run_account(account, rt.box, state, config.rules, options, report, folders)
         finally:
             rt.box_used = time.monotonic()
+            if not isinstance(rt.box, ImapMailbox):
+                rt.close_box()
 
     def _succeeded(self, rt: AccountRuntime, state: State, started: float, report: Report) -> None:
         status = rt.status
@@ -537,6 +555,12 @@ class Service:
         with contextlib.suppress(Exception):
             self.scheduler.remove_job(f"retry:{rt.name}")
         status.last_run, status.last_ok, status.failures = started, time.time(), 0
+        if report.new:
+            now = datetime.now().astimezone()
+            for job in self.periodic:
+                if job.after_new_mail:
+                    with contextlib.suppress(Exception):  # gone if the service is stopping
+                        self.scheduler.modify_job(f"job:{job.name}", next_run_time=now)
         status.next_run = self._next_run(rt.name)
         status.detail = rt.account.schedule.describe()
         if report.failed_actions:
@@ -660,6 +684,13 @@ class Service:
             return False
         self._no_idle_logged.add(account)
         return True
+
+
+def _bind(box: Mailbox, state: State, config: Config) -> None:
+    """Hand this run's State to a mailbox that keeps its own records (POP3 does)."""
+    bind_state = getattr(box, "bind_state", None)
+    if bind_state is not None:
+        bind_state(state, False, config)
 
 
 def _clock(when: float | None) -> str:

@@ -8,6 +8,15 @@ One file in the state directory. Tables:
 * ``seen``: per (account, folder, validity, uid) the messages handled or baselined.
   Only these rows are compared with a listing, so a run with nothing new parses no mail.
 * ``audit``: one row per action on a message: rule, action, result.
+* ``outbox``: notifications to send, written with the messages that made them
+  (``mailrules.notify.store``).
+* ``pop3_fetched``: per (account, UIDL) of a POP3 account, when the message was
+  delivered locally (fsynced) and whether a rule asked to delete it from the server.
+  DELE is decided from these rows alone, so a DELE that a dropped connection undid
+  (it takes effect only at QUIT) and ``delete_after`` are done again on a later run.
+* ``pop3_poll``: per POP3 account, what a quick poll compares against after a clean
+  session: the config's digest, the settings, a digest of the UIDLs left on the server
+  (all of them handled), and when the next ``delete_after`` deletion falls due.
 * ``service_status``: what the long-running service last did per account, IDLE
   connection and periodic job (last run, last error, next run), for ``mailrules status``.
 
@@ -21,14 +30,16 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mailrules import failpoints
 from mailrules.errors import StateError
+from mailrules.notify import store as outbox_store
 
 SCHEMA_VERSION = 1
+SEEN_KEEP = 30 * 86400  # seconds a handled IMAP message's Message-ID is remembered
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS folders (
     account TEXT NOT NULL,
@@ -74,6 +85,21 @@ CREATE TABLE IF NOT EXISTS service_status (
     next_run REAL,
     detail TEXT NOT NULL DEFAULT '',
     updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pop3_fetched (
+    account TEXT NOT NULL,
+    uidl TEXT NOT NULL,
+    delivered_at REAL NOT NULL,
+    dele INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, uidl)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pop3_poll (
+    account TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    accounts TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    listing TEXT NOT NULL,
+    due_at REAL
 );
 """
 
@@ -157,6 +183,7 @@ class State:
                     f"{path} was written by a newer mailrules (schema {version}); upgrade"
                 )
             self.db.executescript(_SCHEMA)
+            self.db.executescript(outbox_store.SCHEMA)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:
             raise StateError(f"cannot open the state database {path}: {exc}") from None
@@ -199,7 +226,7 @@ class State:
         return {r[0] for r in rows}
 
     def set_cursor(self, account: str, folder: str, validity: str, last_uid: int | None) -> None:
-        """Record a poll: the highest uid handled, and forget seen rows at or below it."""
+        """Record a poll: the highest uid handled; forget old seen rows at or below it."""
         statements: list[tuple[str, Iterable[tuple[object, ...]]]] = [
             (
                 "UPDATE folders SET last_uid=coalesce(?, last_uid), polled_at=? "
@@ -208,11 +235,13 @@ class State:
             )
         ]
         if last_uid is not None:
+            # Rows at or below the cursor are only kept (for a month) for their Message-ID,
+            # which stops a UIDVALIDITY reset from handling a message twice.
             statements.append(
                 (
                     "DELETE FROM seen WHERE account=? AND folder=? AND validity=? "
-                    "AND CAST(uid AS INTEGER) <= ?",
-                    [(account, folder, validity, last_uid)],
+                    "AND CAST(uid AS INTEGER) <= ? AND at < ?",
+                    [(account, folder, validity, last_uid, time.time() - SEEN_KEEP)],
                 )
             )
         self._write(statements)
@@ -260,8 +289,11 @@ class State:
         seen: dict[str, list[Seen]],
         forget: dict[str, list[str]],
         audit: list[AuditRow],
+        *,
+        outbox: Sequence[outbox_store.OutboxRow] = (),
     ) -> None:
-        """One transaction: mark messages seen (per folder), forget gone ones, add audit rows."""
+        """One transaction: mark messages seen (per folder), forget gone ones, add audit rows,
+        queue the notifications they made (each at most once, ever)."""
         now = time.time()
         self._write(
             [
@@ -302,6 +334,7 @@ class State:
                         for a in audit
                     ],
                 ),
+                (outbox_store.INSERT, [row.params(now) for row in outbox]),
             ]
         )
 
@@ -366,3 +399,58 @@ class State:
             "(SELECT count(*) FROM seen s WHERE s.account=f.account AND s.folder=f.folder) "
             "FROM folders f ORDER BY f.account, f.folder"
         ).fetchall()
+
+    # -- POP3: what was fetched, and what the server may delete ----------------------------
+
+    def pop3_fetched(self, account: str) -> dict[str, tuple[float, bool]]:
+        """UIDL -> (delivered_at, a rule asked to delete it) for one POP3 account."""
+        rows = self.db.execute(
+            "SELECT uidl, delivered_at, dele FROM pop3_fetched WHERE account=?", (account,)
+        )
+        return {uidl: (at, bool(dele)) for uidl, at, dele in rows}
+
+    def record_pop3(self, account: str, rows: Iterable[tuple[str, float, bool]]) -> None:
+        """Record (UIDL, delivered_at, delete wanted) of messages now safely delivered."""
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO pop3_fetched (account, uidl, delivered_at, dele) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(account, uidl, at, int(dele)) for uidl, at, dele in rows],
+                )
+            ]
+        )
+
+    def forget_pop3(self, account: str, uidls: Iterable[str]) -> None:
+        """Forget messages that are no longer on the server."""
+        self._write(
+            [
+                (
+                    "DELETE FROM pop3_fetched WHERE account=? AND uidl=?",
+                    [(account, uidl) for uidl in uidls],
+                )
+            ]
+        )
+
+    def set_pop3_poll(
+        self,
+        account: str,
+        config: str,
+        accounts: str,
+        settings: str,
+        listing: str,
+        due_at: float | None,
+    ) -> None:
+        """Record what a quick poll of this account may compare against (see pop3_quick)."""
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO pop3_poll (account, config, accounts, settings, "
+                    "listing, due_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(account, config, accounts, settings, listing, due_at)],
+                )
+            ]
+        )
+
+    def drop_pop3_poll(self, account: str) -> None:
+        self._write([("DELETE FROM pop3_poll WHERE account=?", [(account,)])])

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.dovecot"]
+
 
 class MaildirTree:
     """A Maildir++ tree in a temp dir, with helpers to add and inspect messages."""

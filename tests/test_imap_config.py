@@ -68,7 +68,7 @@ def test_imap_mistakes_are_reported_with_position(imap, needle):
 
 def test_maildir_and_imap_together_is_an_error():
     text = "accounts:\n  a:\n    maildir: /tmp/x\n    imap: {tunnel: [x]}\n" + RULES
-    assert "c.yaml:3:5: accounts.a: give exactly one of maildir or imap" in problems(text)
+    assert "c.yaml:3:5: accounts.a: give exactly one of maildir, imap or pop3" in problems(text)
 
 
 def test_uid_sets_are_compact_and_round_trip():

@@ -15,10 +15,11 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from mailrules.config.find import discover
 from mailrules.config.model import AccountModel, ConfigModel, RuleModel
 from mailrules.config.yaml_loader import Document, Path, load_yaml
 from mailrules.errors import ConfigError, ConfigProblem
@@ -31,6 +32,11 @@ from mailrules.sources.base import Mailbox
 from mailrules.sources.maildir import Maildir
 from mailrules.transport.tls import normalise_fingerprint
 
+__all__ = ["Account", "Config", "discover", "load_config", "parse_config"]
+
+if TYPE_CHECKING:
+    from mailrules.notify.config import Notifier
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -38,16 +44,25 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 class Account:
     name: str
     settings: AccountModel
-    root: str | None = None  # Maildir accounts: the expanded path
+    root: str | None = None  # Maildir accounts: the expanded path; POP3: deliver_to's
     timeout: float = 60.0
     schedule: Schedule = field(default_factory=lambda: Schedule(every=DEFAULT_EVERY))
+    delete_after: float | None = None  # POP3: seconds after delivery
 
     @property
     def kind(self) -> str:
+        if self.settings.pop3 is not None:
+            return "pop3"
         return "imap" if self.settings.imap is not None else "maildir"
 
     def mailbox(self) -> Mailbox:
-        """A mailbox object for this account; IMAP connects on first use, not here."""
+        """A mailbox object for this account; IMAP and POP3 connect on first use, not here."""
+        if self.settings.pop3 is not None:
+            from mailrules.sources.pop3 import Pop3Mailbox
+
+            assert self.root is not None
+            local = Maildir(self.root, self.settings.layout, self.settings.trash or "Trash")
+            return Pop3Mailbox(self.name, self.settings, local, self.timeout, self.delete_after)
         if self.settings.imap is not None:
             from mailrules.sources.imap import ImapMailbox
 
@@ -61,31 +76,7 @@ class Config:
     path: str
     accounts: dict[str, Account]
     rules: list[Rule]
-
-
-def discover(explicit: str | None) -> FsPath:
-    """-c, then $MAILRULES_CONFIG, then the XDG config path, then /etc/mailrules/rules.yaml."""
-    if explicit:
-        return FsPath(explicit)
-    if os.environ.get("MAILRULES_CONFIG"):
-        return FsPath(os.environ["MAILRULES_CONFIG"])
-    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-    candidates = [FsPath(xdg) / "mailrules" / "rules.yaml", FsPath("/etc/mailrules/rules.yaml")]
-    for candidate in candidates:
-        if candidate.exists():
-            return candidate
-    looked = ", ".join(str(c) for c in candidates)
-    raise ConfigError(
-        [
-            ConfigProblem(
-                "(config)",
-                1,
-                1,
-                f"no config file found (looked at -c, $MAILRULES_CONFIG, "
-                f"{looked}); copy rules.example.yaml to {candidates[0]}",
-            )
-        ]
-    )
+    notifiers: dict[str, Notifier] = field(default_factory=dict)
 
 
 def load_config(path: FsPath | str) -> Config:
@@ -141,9 +132,15 @@ def parse_config(text: str, path: str) -> Config:
             )
         names.setdefault(rule.name, i)
         rules.append(rule)
+    notifiers: dict[str, Notifier] = {}
+    if "notifiers" in data or any(a.name == "notify" for r in rules for a in r.actions):
+        from mailrules.notify.config import bind_notifiers, parse_notifiers
+
+        notifiers = parse_notifiers(data, check)
+        bind_notifiers(rules, notifiers, check)
     if check.problems:
         raise ConfigError(_without_echoes(check.problems, doc))
-    return Config(path, accounts, rules)
+    return Config(path, accounts, rules, notifiers)
 
 
 def _without_echoes(problems: list[ConfigProblem], doc: Document) -> list[ConfigProblem]:
@@ -177,7 +174,7 @@ def _report(err: Any, base: Path, check: Checker, model: Any) -> None:
         fields = _fields_at(model, loc[len(base) : -1])
         hint = did_you_mean(key, fields) if fields else ""
         if key == "pop3":
-            hint = "POP3 accounts are not available in this version; use maildir or imap"
+            hint = "pop3 goes directly under the account's name, beside deliver_to"
         check.error(loc, f"{check.where(parent)}: unknown key '{key}'; {hint}", key=True)
     elif kind == "missing":
         check.error(
@@ -260,11 +257,11 @@ def _accounts(data: dict[str, Any], check: Checker) -> dict[str, Account]:
     out = {}
     for name, settings in parsed.items():
         base = ("accounts", name)
-        sources = [k for k in ("maildir", "imap") if getattr(settings, k) is not None]
+        sources = [k for k in ("maildir", "imap", "pop3") if getattr(settings, k) is not None]
         if len(sources) != 1:
             check.error(
                 base,
-                f"{check.where(base)}: give exactly one of maildir or imap"
+                f"{check.where(base)}: give exactly one of maildir, imap or pop3"
                 + (f" (found {' and '.join(sources)})" if sources else ""),
             )
             continue
@@ -276,15 +273,17 @@ def _accounts(data: dict[str, Any], check: Checker) -> dict[str, Account]:
         if settings.push == "idle" and settings.imap is None:
             check.error(
                 (*base, "push"),
-                f"{check.where(base)}.push: idle needs an imap account; a Maildir account is "
-                "polled on its schedule (remove push, or set push: none)",
+                f"{check.where(base)}.push: idle needs an imap account; Maildir and POP3 "
+                "accounts are polled on their schedule (remove push, or set push: none)",
             )
+            continue
+        if not _pop3_account_ok(settings, account, base, check):
             continue
         if settings.maildir is not None:
             account.root = _expand(settings.maildir, (*base, "maildir"), check)
             if account.root is None:
                 continue
-        else:
+        elif settings.imap is not None:
             timeout = check.duration(settings.imap.timeout, (*base, "imap", "timeout"))
             if timeout is None or not _imap_ok(settings, (*base, "imap"), check):
                 continue
@@ -342,6 +341,102 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _pop3_account_ok(settings: AccountModel, account: Account, base: Path, check: Checker) -> bool:
+    """POP3-only keys on POP3 accounts; for those: the server, deliver_to, delete_after."""
+    problems = len(check.problems)
+    where = check.where(base)
+    if settings.pop3 is None:
+        for key in ("deliver_to", "delete_after"):
+            if getattr(settings, key) is not None:
+                check.error((*base, key), f"{where}.{key}: only POP3 accounts have {key}", key=True)
+        if settings.delete_after_delivery:
+            check.error(
+                (*base, "delete_after_delivery"),
+                f"{where}.delete_after_delivery: only POP3 accounts have delete_after_delivery",
+                key=True,
+            )
+        return len(check.problems) == problems
+    timeout = check.duration(settings.pop3.timeout, (*base, "pop3", "timeout"))
+    if timeout is not None:
+        account.timeout = timeout
+    _pop3_ok(settings, (*base, "pop3"), check)
+    if settings.deliver_to is None:
+        check.error(
+            base,
+            f"{where}: a POP3 account needs deliver_to: the local Maildir its mail is "
+            "delivered into",
+        )
+    else:
+        account.root = _expand(settings.deliver_to, (*base, "deliver_to"), check)
+    if settings.delete_after is not None:
+        account.delete_after = check.duration(settings.delete_after, (*base, "delete_after"))
+    if [f.upper() for f in settings.folders] != ["INBOX"]:
+        check.error(
+            (*base, "folders"),
+            f"{where}.folders: a POP3 server has only INBOX; leave folders out "
+            "(rules deliver into local folders with deliver)",
+        )
+    return len(check.problems) == problems
+
+
+def _pop3_ok(settings: AccountModel, base: Path, check: Checker) -> None:
+    pop = settings.pop3
+    assert pop is not None
+    where = check.where(base)
+    secrets = [
+        k
+        for k in ("password", "password_file", "password_command", "oauth2_token_command")
+        if getattr(pop, k) is not None
+    ]
+    if pop.tunnel is not None:
+        if pop.host or pop.port:
+            check.error(base, f"{where}: give either tunnel or host/port, not both")
+        if not pop.tunnel:
+            check.error((*base, "tunnel"), f"{where}.tunnel: expected a command (argv list)")
+        if pop.preauth:
+            return
+    elif pop.preauth:
+        check.error(
+            (*base, "preauth"),
+            f"{where}.preauth: only a tunnel command can be pre-authenticated; a network "
+            "server must log in",
+        )
+        return
+    elif not pop.host:
+        check.error(base, f"{where}: missing required key 'host' (or a tunnel command)")
+        return
+    else:
+        if pop.security == "plain" and not pop.allow_plaintext and not _is_loopback(pop.host):
+            check.error(
+                (*base, "security"),
+                f"{where}.security: plain sends your password unencrypted to {pop.host}; use "
+                "tls or starttls, or set allow_plaintext: true if you really mean it",
+            )
+        if pop.fingerprint and normalise_fingerprint(pop.fingerprint) is None:
+            check.error(
+                (*base, "fingerprint"),
+                f"{where}.fingerprint: expected sha256: followed "
+                "by 64 hex digits (openssl x509 -noout -fingerprint -sha256)",
+            )
+        if pop.fingerprint and pop.security == "plain":
+            check.error((*base, "fingerprint"), f"{where}.fingerprint: needs tls or starttls")
+    if len(secrets) != 1:
+        check.error(
+            base,
+            f"{where}: give exactly one of password, password_file, "
+            "password_command or oauth2_token_command"
+            + (f" (found {', '.join(secrets)})" if secrets else ""),
+        )
+    elif pop.auth != "auto" and (pop.auth == "xoauth2") != (secrets[0] == "oauth2_token_command"):
+        check.error(
+            (*base, "auth"),
+            f"{where}.auth: xoauth2 goes with oauth2_token_command, and only with it "
+            f"(auth is {pop.auth}, the secret is {secrets[0]})",
+        )
+    if not pop.username:
+        check.error(base, f"{where}: missing required key 'username'")
 
 
 def _imap_ok(settings: AccountModel, base: Path, check: Checker) -> bool:
@@ -423,9 +518,11 @@ def _rule(raw: Any, path: Path, check: Checker, accounts: dict[str, Account]) ->
         for account in (accounts[a] for a in targets if a in accounts):
             box = account.mailbox()
             if act.capability and act.capability not in box.capabilities:
+                why = getattr(box, "why_not", {}).get(act.capability)
                 check.error(
                     at,
-                    f"{check.where(path)}.then[{i}]: account {account.name!r} cannot '{act.name}'",
+                    f"{check.where(path)}.then[{i}]: account {account.name!r} cannot '{act.name}'"
+                    + (f": {why}" if why else ""),
                     key=True,
                 )
             if isinstance(act, FolderAction) and act.folder and act.folder.is_static:

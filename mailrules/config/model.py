@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 class ImapModel(_Strict):
@@ -82,8 +82,58 @@ class ScheduleModel(_Strict):
     )
 
 
+class Pop3Model(_Strict):
+    """How to reach and log in to a POP3 server."""
+
+    host: str | None = Field(None, description="Server name (not needed with tunnel).")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Default: 995 for tls, 110 for starttls and plain."
+    )
+    security: Literal["tls", "starttls", "plain"] = Field(
+        "tls",
+        description="tls: implicit TLS (995). starttls: STLS on 110, refused if the server "
+        "does not offer it. plain: no encryption; only to loopback unless allow_plaintext.",
+    )
+    allow_plaintext: bool = Field(
+        False, description="Permit security: plain to a host that is not loopback."
+    )
+    tunnel: list[str] | None = Field(
+        None,
+        description="Run this command (argv) and speak POP3 over its stdin/stdout, e.g. "
+        "[openssl, s_client, -quiet, -connect, 'host:995'] or [ssh, host, /usr/lib/dovecot/pop3].",
+    )
+    preauth: bool = Field(
+        False,
+        description="The tunnel command is already logged in and sends no greeting (Dovecot's "
+        "pop3 run directly): mailrules supplies the +OK greeting and does not log in.",
+    )
+    username: str | None = Field(None, description="Login name.")
+    password: str | None = Field(
+        None, description="The password itself; prefer password_file or password_command."
+    )
+    password_file: str | None = Field(
+        None, description="File holding the password (relative: in $CREDENTIALS_DIRECTORY)."
+    )
+    password_command: list[str] | None = Field(
+        None, description="Command (argv) that prints the password, e.g. [pass, show, mail]."
+    )
+    oauth2_token_command: list[str] | None = Field(
+        None, description="Command (argv) that prints an OAuth2 access token; run per login."
+    )
+    auth: Literal["auto", "user", "apop", "plain", "xoauth2"] = Field(
+        "auto",
+        description="auto: XOAUTH2 with oauth2_token_command, else USER/PASS, else AUTH PLAIN. "
+        "apop only when asked (it needs the server's greeting timestamp).",
+    )
+    ca_file: str | None = Field(None, description="CA certificate(s) to trust (PEM).")
+    fingerprint: str | None = Field(
+        None, description="Pin the server certificate: sha256:<64 hex digits>."
+    )
+    timeout: str = Field("60s", description="Connect and read timeout.")
+
+
 class AccountModel(_Strict):
-    """One mail account: a local Maildir, or an IMAP server."""
+    """One mail account: a local Maildir, an IMAP server, or a POP3 server."""
 
     maildir: str | None = Field(
         None,
@@ -91,6 +141,23 @@ class AccountModel(_Strict):
         "~ and ${VARIABLE} are expanded.",
     )
     imap: ImapModel | None = Field(None, description="An IMAP account.")
+    pop3: Pop3Model | None = Field(
+        None, description="A POP3 account; its mail is delivered into deliver_to."
+    )
+    deliver_to: str | None = Field(
+        None,
+        description="POP3: the local Maildir root that fetched mail goes to (INBOX, unless a "
+        "rule delivers or deletes it). ~ and ${VARIABLE} are expanded.",
+    )
+    delete_after: str | None = Field(
+        None,
+        description="POP3: delete messages from the server this long after they were "
+        "delivered locally (14d, 2w); default: leave them there.",
+    )
+    delete_after_delivery: bool = Field(
+        False,
+        description="POP3: delete each message from the server once it is delivered locally.",
+    )
     layout: Literal["maildir++", "fs"] = Field(
         "maildir++",
         description="How subfolders are stored: maildir++ (.Work.Clients, Dovecot's default) "
@@ -150,3 +217,9 @@ class ConfigModel(_Strict):
 
     accounts: dict[str, AccountModel] = Field(description="Mail accounts, by name.")
     rules: list[RuleModel] = Field(default_factory=list, description="Rules, tried in order.")
+    # Validated by mailrules.notify.config (loaded only when a config uses notifications);
+    # ``mailrules schema`` fills in the notifier model.
+    notifiers: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Notification channels, by name, for the notify action: {notify: NAME}.",
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailrules.config.model import ConfigModel
+from mailrules.notify.model import NotifierModel
 from mailrules.rules.actions import ACTIONS
 from mailrules.rules.conditions import CONDITIONS, HEADER_MODIFIERS
 
@@ -12,6 +13,10 @@ from mailrules.rules.conditions import CONDITIONS, HEADER_MODIFIERS
 def json_schema() -> dict[str, Any]:
     schema = ConfigModel.model_json_schema()
     defs = schema.setdefault("$defs", {})
+    notifier = NotifierModel.model_json_schema(ref_template="#/$defs/{model}")
+    defs.update(notifier.pop("$defs", {}))
+    defs["NotifierModel"] = notifier
+    schema["properties"]["notifiers"]["additionalProperties"] = {"$ref": "#/$defs/NotifierModel"}
     condition_props: dict[str, Any] = {
         name: {**spec.schema, "description": spec.summary} for name, spec in CONDITIONS.items()
     }

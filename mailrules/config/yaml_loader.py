@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+import yaml.reader
 from yaml.composer import Composer
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
@@ -170,23 +171,36 @@ def _build(node: Node, path: Path, doc: Document) -> Any:
     raise TypeError(f"unexpected YAML node {node!r}")  # pragma: no cover - PyYAML has 3 kinds
 
 
+def _position(text: str, offset: int) -> Mark:
+    before = text[:offset]
+    return Mark(before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1)
+
+
 def load_yaml(text: str, path: str) -> Document:
     """Parse YAML text into a Document. Syntax errors become problems, never exceptions."""
     doc = Document(path=path, data=None)
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         root = loader.get_single_node()
+    except yaml.reader.ReaderError as exc:
+        where = _position(text, exc.position)
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        doc.problems.append((where, f"the file contains the control character {char}, which "
+                             "YAML does not allow: remove it"))  # fmt: skip
+        return doc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Mark(mark.line + 1, mark.column + 1) if mark else Mark(1, 1)
-        problem = exc.problem or "invalid YAML"
+        problem = " ".join((exc.problem or "invalid YAML").split())
         doc.problems.append((where, f"YAML syntax error: {problem}"))
         return doc
     except yaml.YAMLError as exc:
-        doc.problems.append((Mark(1, 1), f"YAML error: {exc}"))
+        doc.problems.append((Mark(1, 1), f"YAML error: {' '.join(str(exc).split())}"))
         return doc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if root is None:
         doc.data = {}
         doc.value_marks[()] = Mark(1, 1)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -36,6 +38,15 @@ def _make_maildir(root: Path) -> list[tuple[str, str, str]]:
             os.utime(os.path.join(inbox, "new", unique), (stamp, stamp))
         made.append((unique, entry.name, view.subject))
     return made
+
+
+def _command_name() -> str:
+    """'mailrules' if that is what the shell finds, else the path that was run."""
+    running = os.path.realpath(sys.argv[0])
+    found = shutil.which("mailrules")
+    if found and os.path.realpath(found) == running:
+        return "mailrules"
+    return os.path.relpath(running) if os.path.basename(running) == "mailrules" else "mailrules"
 
 
 def run_demo(target: str | None) -> int:
@@ -73,12 +84,14 @@ def run_demo(target: str | None) -> int:
     print("\nfolders now:")
     box = Maildir(str(maildir))
     for folder in box.folders():
-        print(f"  {folder:22} {len(box.list_folder(folder).refs)} messages")
+        count = len(box.list_folder(folder).refs)
+        print(f"  {folder:22} {count} message{'s' * (count != 1)}")
+    me = _command_name()
     print(
         "\nTry:\n"
-        f"  mailrules explain -c {config_path} "
+        f"  {me} explain -c {config_path} "
         f"{resources.files('mailrules.demo') / 'messages' / '08-phish-lookalike.eml'}\n"
-        f"  mailrules state --state-dir {base / 'state'}\n"
-        f"  mailrules check -c {config_path}"
+        f"  {me} state --state-dir {base / 'state'}\n"
+        f"  {me} check -c {config_path}"
     )
     return report.exit_code

@@ -61,6 +61,26 @@ class RunAction(Action):
 
 
 @dataclass(frozen=True)
+class NotifyAction(Action):
+    """Queue a notification through a named notifier (see ``mailrules.notify``).
+
+    ``index`` is the action's place in the rule's ``then``: with the message and the
+    rule it makes the outbox key, so a re-run never queues it twice. ``channel`` and
+    ``limit_key`` are filled in when the config binds the action to its notifier.
+    """
+
+    notifier: str = ""
+    text: Template | None = None
+    title: Template | None = None
+    snippet: int = 0
+    limit: tuple[int, float] | None = None  # (count, seconds)
+    index: int = 0
+    at: Path = ()
+    channel: str = ""
+    limit_key: str = ""
+
+
+@dataclass(frozen=True)
 class ActionSpec:
     name: str
     summary: str
@@ -323,3 +343,103 @@ def _stop(value: Any, path: Path, check: Checker) -> Action | None:
         check.error(path, f"{check.where(path)}: 'stop' takes no argument")
         return None
     return Action("stop", None, needs_location=False)
+
+
+_NOTIFY_KEYS = ("to", "text", "title", "snippet", "limit")
+SNIPPET_DEFAULT = 200
+
+
+@action(
+    "notify",
+    "send a notification through a notifier: {notify: NAME} or {notify: {to: NAME, text: ...}}",
+    {
+        "anyOf": [
+            _STR,
+            {
+                "type": "object",
+                "properties": {
+                    "to": {**_STR, "description": "a notifier's name (top-level notifiers)"},
+                    "text": {**_STR, "description": "a template: '{from.name}: {subject}'"},
+                    "title": {**_STR, "description": "a template, for channels with titles"},
+                    "snippet": {
+                        "anyOf": [{"type": "boolean"}, {"type": "integer", "minimum": 0}],
+                        "description": "add the first N characters of the body (true: 200)",
+                    },
+                    "limit": {
+                        "type": "object",
+                        "properties": {"count": {"type": "integer", "minimum": 1}, "per": _STR},
+                        "required": ["count", "per"],
+                        "additionalProperties": False,
+                    },
+                },
+                "required": ["to"],
+                "additionalProperties": False,
+            },
+        ]
+    },
+)
+def _notify(value: Any, path: Path, check: Checker) -> Action | None:
+    index = path[-2] if len(path) >= 2 and isinstance(path[-2], int) else 0
+    if isinstance(value, str):
+        spec: dict[str, Any] | None = {"to": value}
+        at = path
+    else:
+        spec = check.mapping(value, path, _NOTIFY_KEYS, required=("to",))
+        at = (*path, "to")
+    if spec is None:
+        return None
+    name = check.text(spec["to"], at, "a notifier's name")
+    text = title = None
+    if "text" in spec:
+        text = parse_template(spec["text"], (*path, "text"), check, "the notification text")
+    if "title" in spec:
+        title = parse_template(spec["title"], (*path, "title"), check, "the notification title")
+    snippet: int | None = 0
+    if "snippet" in spec:
+        raw = spec["snippet"]
+        if raw is True:
+            snippet = SNIPPET_DEFAULT
+        elif raw is False:
+            snippet = 0
+        elif isinstance(raw, int) and raw >= 0:
+            snippet = raw
+        else:
+            check.error(
+                (*path, "snippet"),
+                f"{check.where((*path, 'snippet'))}: expected true or a number of characters, "
+                f"got {describe(raw)}",
+            )
+            snippet = None
+    limit = None
+    if "limit" in spec:
+        lim = check.mapping(spec["limit"], (*path, "limit"), ("count", "per"), ("count", "per"))
+        if lim is None:
+            return None
+        count = lim["count"]
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            check.error(
+                (*path, "limit", "count"),
+                f"{check.where((*path, 'limit', 'count'))}: expected a number of at least 1, "
+                f"got {describe(count)}",
+            )
+            return None
+        per = check.duration(lim["per"], (*path, "limit", "per"))
+        if per is None:
+            return None
+        limit = (count, per)
+    if name is None or snippet is None:
+        return None
+    if ("text" in spec and text is None) or ("title" in spec and title is None):
+        return None
+    return NotifyAction(
+        "notify",
+        None,
+        needs_location=False,
+        notifier=name,
+        text=text,
+        title=title,
+        snippet=snippet,
+        limit=limit,
+        index=index,
+        at=at,
+    )

@@ -45,6 +45,7 @@ class EvalContext:
     account: str
     folder: str
     rule: str = ""
+    explain: bool = False  # build the reasons for misses too (mailrules explain)
 
 
 @dataclass
@@ -248,6 +249,8 @@ class AddressCondition(Condition):
                 if caps is not None:
                     shown = addr.name if test.part == "name" else addr.address
                     return Outcome(True, f"{self.kind} {shown!r} {test.describe()}", caps)
+        if not ctx.explain:
+            return Outcome(False, "")  # reasons are only built for explain
         shown = ", ".join(a.address or f"<{a.name}>" for a in addrs) or "(none)"
         wanted = " or ".join(t.describe() for t in self.tests)
         return Outcome(False, f"{self.kind} {shown} does not match: {wanted}")
@@ -312,6 +315,8 @@ class HeaderCondition(Condition):
                 caps = test.match(value)
                 if caps is not None:
                     return Outcome(True, f"{label} {_q(value)} {test.describe()}", caps)
+        if not ctx.explain:
+            return Outcome(False, "")  # reasons are only built for explain
         shown = " | ".join(_q(v) for v in values) if values else "(absent)"
         wanted = " or ".join(t.describe() for t in self.tests)
         return Outcome(False, f"{label} {shown} does not match: {wanted}")
@@ -389,6 +394,8 @@ class ListCondition(Condition):
             caps = test.match(list_id) if list_id else None
             if caps is not None:
                 return Outcome(True, f"list {list_id!r} {test.describe()}", caps)
+        if not ctx.explain:
+            return Outcome(False, "")  # reasons are only built for explain
         wanted = " or ".join(t.describe() for t in self.tests)
         return Outcome(False, f"list {list_id or '(no List-Id)'!r} does not match: {wanted}")
 
@@ -416,6 +423,8 @@ class BodyCondition(Condition):
             caps = test.match(text)
             if caps is not None:
                 return Outcome(True, f"body {test.describe()}", caps)
+        if not ctx.explain:
+            return Outcome(False, "")  # reasons are only built for explain
         wanted = " or ".join(t.describe() for t in self.tests)
         return Outcome(False, f"body ({len(text)} characters of text) does not match: {wanted}")
 
@@ -448,6 +457,8 @@ class AttachmentCondition(Condition):
             return Outcome(
                 True, f"attachment {att.filename!r} ({att.content_type}, {att.size} bytes)"
             )
+        if not ctx.explain:
+            return Outcome(False, "")  # reasons are only built for explain
         listed = ", ".join(f"{a.filename or '(unnamed)'} ({a.content_type})" for a in found)
         return Outcome(False, f"no matching attachment among: {listed or '(none)'}")
 

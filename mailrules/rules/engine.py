@@ -25,6 +25,7 @@ from mailrules.rules.actions import (
     DeliverAction,
     FlagAction,
     FolderAction,
+    NotifyAction,
     RunAction,
 )
 from mailrules.rules.conditions import Condition, EvalContext, Outcome
@@ -75,6 +76,8 @@ class Step:
             return f"deliver -> {self.args[0]}" + (f" [{self.args[1]}]" if self.args[1] else "")
         if isinstance(act, RunAction):
             return "run " + " ".join(self.args)
+        if isinstance(act, NotifyAction):
+            return f"notify -> {act.notifier}: {self.args[0]!r}"
         return act.name
 
 
@@ -151,4 +154,20 @@ def _render(
         return (act.path.render(msg, context, captures, clean_folder), folder)
     if isinstance(act, RunAction):
         return tuple(t.render(msg, context, captures) for t in act.argv)
+    if isinstance(act, NotifyAction):
+        return notify_args(act, msg, context, captures)
     return ()
+
+
+def notify_args(
+    act: NotifyAction, msg: MessageView, context: dict[str, str], captures: dict[str, str]
+) -> tuple[str, str]:
+    """(text, title) of a notification; without a text template, "Name: Subject"."""
+    if act.text is not None:
+        text = act.text.render(msg, context, captures)
+    else:
+        sender = msg.addresses("from")
+        who = (sender[0].name or sender[0].address) if sender else "(no sender)"
+        text = f"{who}: {msg.subject or '(no subject)'}"
+    title = act.title.render(msg, context, captures) if act.title else ""
+    return (text, title)

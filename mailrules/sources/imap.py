@@ -32,13 +32,13 @@ from typing import TypeVar
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from mailrules.auth import CredentialError, SecretSource
+from mailrules.auth import SecretSource
 from mailrules.config.model import ImapModel
-from mailrules.errors import FolderError, SourceError
+from mailrules.errors import CredentialError, FolderError, SourceError
 from mailrules.message import MessageView
 from mailrules.rules.search import needs_utf8
 from mailrules.sources.base import Known, MessageRef, Result, Scan
-from mailrules.transport.tcp import enable_keepalive
+from mailrules.transport.tcp import set_keepalive
 from mailrules.transport.tls import TLSError, check_fingerprint, make_context
 from mailrules.transport.tunnel import Tunnel
 
@@ -46,7 +46,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 logging.getLogger("imapclient").setLevel(logging.WARNING)  # its debug log shows protocol data
 
-CHUNK = 500  # UIDs per command: well under servers' request size limits
+CHUNK = 500  # UIDs per FETCH
+SET_CHARS = 8000  # a UID set's length in one command: well under servers' line limits
 FLAG_NAMES = {
     "seen": b"\\Seen",
     "answered": b"\\Answered",
@@ -108,6 +109,7 @@ class ImapMailbox:
     """An IMAP account as a Mailbox. Connects on first use; ``close`` logs out."""
 
     capabilities = frozenset({"move", "copy", "delete", "flags", "keywords"})
+    batch_size = 5000  # messages decided before acting: fewer, larger UID MOVE commands
 
     def __init__(self, account: str, settings: ImapModel, trash: str | None, timeout: float):
         self.account = account
@@ -494,9 +496,31 @@ class ImapMailbox:
     # -- actions ----------------------------------------------------------------------------
 
     def _chunks(self, refs: list[MessageRef]) -> Iterator[tuple[list[MessageRef], str]]:
-        for start in range(0, len(refs), CHUNK):
-            chunk = refs[start : start + CHUNK]
+        """UID sets for one command each, as few as the request size cap allows.
+
+        On Dovecot every MOVE or EXPUNGE costs time in proportion to the folder's size, so
+        a destination's messages go in one command when the set fits in SET_CHARS.
+        """
+        ordered = sorted(refs, key=lambda r: int(r.location))
+        chunk: list[MessageRef] = []
+        for ref in ordered:
+            chunk.append(ref)
+            if len(chunk) % 256 == 0 and len(uid_set([int(r.location) for r in chunk])) > SET_CHARS:
+                last = chunk.pop()
+                yield chunk, uid_set([int(r.location) for r in chunk])
+                chunk = [last]
+        if chunk:
             yield chunk, uid_set([int(r.location) for r in chunk])
+
+    def _each_chunk(
+        self, refs: list[MessageRef], act: Callable[[list[MessageRef], str], Result]
+    ) -> list[Result]:
+        """Run ``act`` once per UID set; one result per message, in the order given."""
+        outcome: dict[int, Result] = {}
+        for chunk, uids in self._chunks(refs):
+            result = act(chunk, uids)
+            outcome.update((id(ref), result) for ref in chunk)
+        return [outcome[id(ref)] for ref in refs]
 
     def _uid_command(self, name: str, *args: object) -> None:
         client = self._conn()
@@ -512,8 +536,8 @@ class ImapMailbox:
         self._select(refs[0].folder, write=verb == "MOVE")
         client = self._conn()
         target = client._normalise_folder(self.server_name(dest))
-        results: list[Result] = []
-        for chunk, uids in self._chunks(refs):
+
+        def one(chunk: list[MessageRef], uids: str) -> Result:
             client._imap.untagged_responses.pop("COPYUID", None)
             try:
                 try:
@@ -524,11 +548,11 @@ class ImapMailbox:
                     self._create(dest)
                     self._uid_command(verb, uids, target)
             except (IMAPClientError, FolderError) as exc:
-                results.extend([f"{verb.lower()} to {dest!r}: {exc}"] * len(chunk))
-                continue
+                return f"{verb.lower()} to {dest!r}: {exc}"
             self._note_copyuid(chunk, dest)
-            results.extend([None] * len(chunk))
-        return results
+            return None
+
+        return self._each_chunk(refs, one)
 
     def _note_copyuid(self, chunk: list[MessageRef], dest: str) -> None:
         client = self._conn()
@@ -572,13 +596,12 @@ class ImapMailbox:
         if not refs:
             return []
         self._select(refs[0].folder, write=True)
-        results: list[Result] = []
-        for chunk, uids in self._chunks(refs):
+
+        def one(chunk: list[MessageRef], uids: str) -> Result:
             try:
                 self._uid_command("STORE", uids, "+FLAGS.SILENT", "(\\Deleted)")
             except IMAPClientError as exc:
-                results.extend([f"cannot mark deleted: {exc}"] * len(chunk))
-                continue
+                return f"cannot mark deleted: {exc}"
             if b"UIDPLUS" not in self._caps:
                 if not self._warned_uidplus:
                     log.warning(
@@ -588,15 +611,14 @@ class ImapMailbox:
                         self.label,
                     )
                     self._warned_uidplus = True
-                results.extend([None] * len(chunk))
-                continue
+                return None
             try:
                 self._uid_command("EXPUNGE", uids)
             except IMAPClientError as exc:
-                results.extend([f"marked deleted, but UID EXPUNGE failed: {exc}"] * len(chunk))
-                continue
-            results.extend([None] * len(chunk))
-        return results
+                return f"marked deleted, but UID EXPUNGE failed: {exc}"
+            return None
+
+        return self._each_chunk(refs, one)
 
     def delete(self, refs: list[MessageRef], expunge: bool) -> list[Result]:
         if not refs:
@@ -618,18 +640,17 @@ class ImapMailbox:
         def names(items: frozenset[str]) -> str:
             return " ".join(sorted(w if keywords else FLAG_NAMES[w].decode() for w in items))
 
-        results: list[Result] = []
-        for chunk, uids in self._chunks(refs):
+        def one(chunk: list[MessageRef], uids: str) -> Result:
             try:
                 if add:
                     self._uid_command("STORE", uids, "+FLAGS.SILENT", f"({names(add)})")
                 if remove:
                     self._uid_command("STORE", uids, "-FLAGS.SILENT", f"({names(remove)})")
             except IMAPClientError as exc:
-                results.extend([f"cannot change flags: {exc}"] * len(chunk))
-                continue
-            results.extend([None] * len(chunk))
-        return results
+                return f"cannot change flags: {exc}"
+            return None
+
+        return self._each_chunk(refs, one)
 
 
 def _header_bytes(item: dict[bytes, object]) -> bytes:
@@ -684,7 +705,8 @@ class IdleSession:
             raise IdleUnsupported(f"{self.box.label}: the server does not offer IDLE")
         sock = client.socket()
         self._sock = sock
-        enable_keepalive(sock)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):  # not a tunnel's socketpair
+            set_keepalive(sock)
         self.box.examine(self.folder)
         client._imap.untagged_responses.pop("EXISTS", None)  # the count, not news
 

@@ -23,12 +23,12 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from mailrules import failpoints
 from mailrules.errors import FolderError, SourceError
-from mailrules.message import MessageView, read_header_block
+from mailrules.message import MessageView, read_head
 from mailrules.sources import mutf7
 from mailrules.sources.base import Known, Listing, MessageRef, Result, Scan
 
@@ -273,9 +273,7 @@ class Maildir:
             yield ref, view
 
     def _view(self, ref: MessageRef, needs: frozenset[str]) -> MessageView:
-        with open(ref.location, "rb") as f:
-            mtime = os.fstat(f.fileno()).st_mtime
-        block = read_header_block(ref.location)
+        block, mtime = read_head(ref.location)
         filename = os.path.basename(ref.location)
         unique, info = split_name(filename)
         sizes = dict(_SIZE_FIELD.findall(unique))
@@ -364,8 +362,24 @@ class Maildir:
         ref.location = moved
         return moved
 
-    def _place(self, ref: MessageRef, dest: str, unique: str) -> str:
-        """Link (or copy) the message into folder ``dest`` as ``unique``; return the new path."""
+    def _uniques(self, folder_dir: str) -> dict[str, str]:
+        """unique name -> path, for every message file in a folder."""
+        found: dict[str, str] = {}
+        for sub in ("cur", "new"):
+            with contextlib.suppress(OSError), os.scandir(os.path.join(folder_dir, sub)) as it:
+                for entry in it:
+                    found.setdefault(split_name(entry.name)[0], entry.path)
+        return found
+
+    def _place(self, ref: MessageRef, dest: str, unique: str, present: dict[str, str]) -> str:
+        """Link (or copy) the message into folder ``dest`` as ``unique``; return the new path.
+
+        ``present`` lists the destination's messages: if ``unique`` is already there (an
+        earlier run put it there before a crash, perhaps with other flags), that file is
+        the result and nothing is added.
+        """
+        if unique in present:
+            return present[unique]
         dest_dir = self.folder_dir(dest)
         src = self._resolve(ref)
         sub = os.path.basename(os.path.dirname(src))
@@ -378,7 +392,7 @@ class Maildir:
             os.link(src, target)
         except FileExistsError:
             if not os.path.samefile(src, target):
-                return self._place(ref, dest, new_unique())
+                return self._place(ref, dest, new_unique(), present)
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                 raise
@@ -389,7 +403,7 @@ class Maildir:
         failpoints.reached()
         return target
 
-    def _batch(self, refs: list[MessageRef], one: callable) -> list[Result]:  # type: ignore[valid-type]
+    def _batch(self, refs: list[MessageRef], one: Callable[[MessageRef], None]) -> list[Result]:
         results: list[Result] = []
         for ref in refs:
             try:
@@ -415,9 +429,10 @@ class Maildir:
         if os.path.realpath(dest_dir) == os.path.realpath(self.folder_dir(refs[0].folder)):
             return [None] * len(refs)
         placed: list[tuple[MessageRef, str, str]] = []
+        present = self._uniques(dest_dir)
 
         def link(ref: MessageRef) -> None:
-            placed.append((ref, self._resolve(ref), self._place(ref, dest, ref.uid)))
+            placed.append((ref, self._resolve(ref), self._place(ref, dest, ref.uid, present)))
 
         results = self._batch(refs, link)
         self._sync({os.path.dirname(new) for _, _, new in placed})
@@ -435,7 +450,7 @@ class Maildir:
         if not refs:
             return []
         try:
-            self.ensure_folder(dest)
+            present = self._uniques(self.ensure_folder(dest))
         except FolderError as exc:
             return [str(exc)] * len(refs)
         touched: set[str] = set()
@@ -445,7 +460,7 @@ class Maildir:
             # repeated after a crash finds the first one instead of making another.
             digest = hashlib.sha1(f"{ref.uid}\0{dest}".encode()).hexdigest()[:10]  # noqa: S324
             unique = f"{ref.uid.split(',')[0]}.C{digest}"
-            new = self._place(ref, dest, unique)
+            new = self._place(ref, dest, unique, present)
             touched.add(os.path.dirname(new))
             ref.arrived_in[dest] = (split_name(os.path.basename(new))[0], VALIDITY)
 

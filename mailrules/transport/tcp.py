@@ -1,31 +1,40 @@
-"""TCP settings for long-lived connections: keepalive, so a dead peer or NAT shows up.
+"""TCP connections for mail protocols: a connect timeout, a read timeout, and keepalive.
 
-An IMAP connection in IDLE can sit silent for many minutes. Home routers and carrier NATs
-forget silent flows after a few minutes, and a server that vanished without a FIN leaves
-the client waiting forever. Keepalive probes after 60 s of silence, every 15 s, and
-gives up after 4 unanswered ones: a dead path is noticed within about two minutes.
+Keepalive matters for long sessions (a POP3 download of a large mailbox, an IMAP IDLE):
+a NAT box or firewall that silently drops an idle flow leaves a socket that would
+otherwise wait for the full read timeout, or forever without one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import socket
 
-KEEPIDLE, KEEPINTVL, KEEPCNT = 60, 15, 4
+from mailrules.errors import SourceError
+
+KEEPALIVE_IDLE = 60  # seconds of silence before the first probe
+KEEPALIVE_INTERVAL = 15
+KEEPALIVE_COUNT = 4
 
 
-def enable_keepalive(sock: socket.socket) -> bool:
-    """Turn on TCP keepalive for an IPv4/IPv6 socket; False for other sockets (pipes)."""
-    if sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return False
+def set_keepalive(sock: socket.socket) -> None:
+    """Turn on TCP keepalive with short probes, where the platform allows it."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for name, value in (
-        ("TCP_KEEPIDLE", KEEPIDLE),
-        ("TCP_KEEPINTVL", KEEPINTVL),
-        ("TCP_KEEPCNT", KEEPCNT),
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
     ):
         option = getattr(socket, name, None)
-        if option is not None:  # Linux names; other systems keep their defaults
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, option, value)
-    return True
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def connect(host: str, port: int, timeout: float, label: str) -> socket.socket:
+    """A connected TCP socket with ``timeout`` for connect and every read, keepalive on."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise SourceError(f"{label}: cannot connect to {host}:{port}: {reason}") from None
+    set_keepalive(sock)
+    return sock

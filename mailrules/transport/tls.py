@@ -64,3 +64,35 @@ def check_fingerprint(sock: socket.socket | ssl.SSLSocket | None, fingerprint: s
             f"server certificate fingerprint sha256:{got} does not match the pinned one; "
             "refusing to continue (if the server's certificate was renewed, update fingerprint)"
         )
+
+
+def wrap(
+    sock: socket.socket,
+    context: ssl.SSLContext,
+    host: str | None,
+    fingerprint: str | None,
+    label: str,
+) -> ssl.SSLSocket:
+    """Do the TLS handshake on a connected socket (implicit TLS or after STARTTLS/STLS).
+
+    The certificate is verified by ``context`` (see make_context) and, when pinned,
+    against ``fingerprint``; any failure closes the socket and raises TLSError with
+    what to do about it.
+    """
+    try:
+        tls = context.wrap_socket(sock, server_hostname=host if context.check_hostname else None)
+    except ssl.SSLCertVerificationError as exc:
+        sock.close()
+        raise TLSError(
+            f"{label}: the server certificate is not trusted ({exc.verify_message}); "
+            "if it is self-signed, set ca_file or pin its fingerprint"
+        ) from None
+    except (ssl.SSLError, OSError) as exc:
+        sock.close()
+        raise TLSError(f"{label}: TLS handshake failed: {exc}") from None
+    try:
+        check_fingerprint(tls, fingerprint)
+    except TLSError as exc:
+        tls.close()
+        raise TLSError(f"{label}: {exc}") from None
+    return tls

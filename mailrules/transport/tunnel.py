@@ -24,7 +24,10 @@ log = logging.getLogger(__name__)
 class Tunnel:
     """A running tunnel command and our end of the socketpair."""
 
-    def __init__(self, argv: list[str], label: str) -> None:
+    def __init__(self, argv: list[str], label: str, greeting: bytes | None = None) -> None:
+        """Start ``argv``. ``greeting``, if given, is what the client reads first, before
+        anything from the command: a pre-authenticated POP3 server (``dovecot/pop3``
+        run directly) sends none, while a POP3 client must read one."""
         self.argv = argv
         self.label = label
         ours, theirs = socket.socketpair()
@@ -43,6 +46,8 @@ class Tunnel:
             raise SourceError(f"{label}: cannot start tunnel {argv[0]!r}: {exc.strerror}") from None
         self.sock = ours
         self._theirs = theirs
+        if greeting:
+            theirs.sendall(greeting)
         self._threads = [
             threading.Thread(target=target, daemon=True, name=f"tunnel-{label}")
             for target in (self._to_child, self._from_child, self._stderr)
@@ -70,15 +75,25 @@ class Tunnel:
         except OSError:
             pass
         finally:
+            self.proc.stdout.close()
             with contextlib.suppress(OSError):
                 self._theirs.shutdown(socket.SHUT_RDWR)
 
     def _stderr(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            text = line.decode("utf-8", "replace").rstrip()
-            if text:
-                log.info("%s: tunnel says: %s", self.label, text)
+        with self.proc.stderr:
+            for line in self.proc.stderr:
+                text = line.decode("utf-8", "replace").rstrip()
+                if text:
+                    log.info("%s: tunnel says: %s", self.label, text)
+
+    def exit_note(self) -> str:
+        """Why the connection may have ended: the command's exit status, if it has exited."""
+        try:
+            status = self.proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            return ""
+        return f" (the tunnel command {self.argv[0]!r} exited with status {status})"
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -92,10 +107,5 @@ class Tunnel:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for thread in self._threads:  # they end at the child's EOF
-            if thread is not threading.current_thread():
-                thread.join(timeout=1)
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
+        for thread in self._threads:  # they end at the child's EOF and close its pipes
+            thread.join(timeout=2)

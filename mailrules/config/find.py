@@ -1,0 +1,37 @@
+"""Where the config file is: -c, $MAILRULES_CONFIG, the XDG path, /etc.
+
+Kept apart from ``load`` (which needs pydantic) so that a quick poll can find and
+fingerprint the config without importing the validation machinery.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path as FsPath
+
+from mailrules.errors import ConfigError, ConfigProblem
+
+
+def discover(explicit: str | None) -> FsPath:
+    """-c, then $MAILRULES_CONFIG, then the XDG config path, then /etc/mailrules/rules.yaml."""
+    if explicit:
+        return FsPath(explicit)
+    if os.environ.get("MAILRULES_CONFIG"):
+        return FsPath(os.environ["MAILRULES_CONFIG"])
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    candidates = [FsPath(xdg) / "mailrules" / "rules.yaml", FsPath("/etc/mailrules/rules.yaml")]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    looked = ", ".join(str(c) for c in candidates)
+    raise ConfigError(
+        [
+            ConfigProblem(
+                "(config)",
+                1,
+                1,
+                f"no config file found (looked at -c, $MAILRULES_CONFIG, "
+                f"{looked}); copy rules.example.yaml to {candidates[0]}",
+            )
+        ]
+    )
