@@ -19,7 +19,7 @@ not a measurement of an hour. The account's schedule (the backstop poll) is set 
 to $BENCH_RESULTS/idle_cost.jsonl.
 
 Needs the bench Dovecot (dovecot-up.sh); uses BENCH_HOST, BENCH_IMAP_PORT, BENCH_USER,
-BENCH_PASS like the other watchers, and MAILRULES_BIN (default: the repository's venv).
+BENCH_PASS like the other watchers, and MAILRULES (default: the repository's venv).
 """
 
 import argparse
@@ -62,7 +62,7 @@ def main():
     names = ["Idle/%02d" % (k + 1) for k in range(args.folders)]
     make_folders(names)
     run_id = time.strftime("%Y%m%dT%H%M%S")
-    state_dir = os.path.join(BASE, "mailrules-state", "idle-cost-" + run_id)
+    state_dir = os.path.join(BASE, "mailrules-idle-state", "idle-cost-" + run_id)
     shutil.rmtree(state_dir, ignore_errors=True)
     os.makedirs(state_dir)
     config = os.path.join(state_dir, "rules.yaml")
