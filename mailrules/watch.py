@@ -53,6 +53,7 @@ class FolderWatcher:
         self.folder = folder
         self.status = status
         self.connected = False
+        self._idling = False  # blocked in IDLE: halt() may cut the connection
         self._halt = threading.Event()
         self._session: IdleSession | None = None
         self._thread = threading.Thread(
@@ -67,10 +68,12 @@ class FolderWatcher:
         self._thread.start()
 
     def halt(self) -> None:
-        """Stop watching (from any thread); a run in progress ends between batches."""
+        """Stop watching (from any thread). A watcher waiting in IDLE has its connection
+        cut; one that is processing mail finishes the batch first (the run stops between
+        batches once the service stops), then ends."""
         self._halt.set()
         session = self._session
-        if session is not None:
+        if session is not None and self._idling:
             session.interrupt()
 
     def join(self, timeout: float) -> None:
@@ -115,9 +118,10 @@ class FolderWatcher:
             if left <= 0:
                 session.stop()
                 self._process(session)
-                session.start()
+                if not self._halt.is_set():
+                    session.start()
                 renew_at = time.monotonic() + RENEW
-            elif session.wait(left) and not self._halt.is_set():
+            elif self._wait(session, left) and not self._halt.is_set():
                 log.debug("%s: IDLE says new mail", self.label)
                 rt = self.service.claim(self.account.name, self.folder)
                 if rt is None:
@@ -128,7 +132,15 @@ class FolderWatcher:
                     self.service.release(rt)
                     raise
                 self._process(session, rt)
-                session.start()
+                if not self._halt.is_set():
+                    session.start()
+
+    def _wait(self, session: IdleSession, timeout: float) -> bool:
+        self._idling = True
+        try:
+            return not self._halt.is_set() and session.wait(timeout)
+        finally:
+            self._idling = False
 
     def _process(self, session: IdleSession, rt: AccountRuntime | None = None) -> None:
         """Process the folder on this connection (``rt``: already claimed) until no mail
@@ -137,17 +149,12 @@ class FolderWatcher:
         if rt is None:
             rt = self.service.claim(name, self.folder)
         try:
-            for attempt in range(3):  # more would mean mail keeps coming: IDLE will say so
-                if rt is None:
-                    return
+            while rt is not None:  # as long as mail keeps coming while it runs
                 claimed, rt = rt, None
                 ok = self.service.run_claimed(claimed, (self.folder, session.box))
-                if not ok or self._halt.is_set():
+                if not ok or self._halt.is_set() or session.settled():
                     return
-                if session.settled():
-                    return
-                if attempt < 2:
-                    rt = self.service.claim(name, self.folder)
+                rt = self.service.claim(name, self.folder)
         finally:
             if rt is not None:  # claimed but not run (an error on the way)
                 self.service.release(rt)

@@ -256,6 +256,36 @@ def test_sigterm_mid_batch_loses_nothing_and_exits_quickly(
     assert len(set(done.read_text().split())) == 20
 
 
+def test_sigterm_while_a_watcher_processes_finishes_its_batch(
+    dovecot, notify, services, tmp_path, env
+):
+    done = tmp_path / "done.txt"
+    config = write_config(
+        tmp_path / "rules.yaml",
+        dovecot,
+        f"""\
+        - name: slow
+          then:
+            - run: [sh, -c, 'sleep 0.2; echo "$MAILRULES_MESSAGE_ID" >> {done}']
+            - move: Done
+        """,
+    )
+    service = start(services, tmp_path, config, env, notify)
+    for n in range(8):
+        dovecot.append("INBOX", message(f"m{n}"))
+    service.wait_log(" to process")  # the watcher is running its batch now
+    service.signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert service.proc.wait(30) == 0
+    assert time.monotonic() - signalled < 8, service.output  # the batch, then out
+    moved = subjects(dovecot, "Done")
+    assert moved, service.output  # the batch in progress was finished, not cut off
+    assert sorted(moved + subjects(dovecot, "INBOX")) == [f"m{n}" for n in range(8)]
+    assert sorted(done.read_text().split()) == sorted(set(done.read_text().split()))
+    assert len(done.read_text().split()) == len(moved)  # a command per moved message
+    assert "still busy" not in service.output
+
+
 def test_a_server_without_idle_is_polled_on_the_schedule(
     dovecot_preauth_factory, services, tmp_path, env
 ):

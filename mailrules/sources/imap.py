@@ -788,6 +788,9 @@ class IdleSession:
                 self._sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
+        """Close the connection without a LOGOUT, which a session in IDLE would not
+        answer (it waits for DONE): the server sees the connection end."""
+        self.interrupt()
         self.box.close()
         self._sock = None
 
