@@ -5,6 +5,7 @@ Exit codes (also in the README):
   1   some actions failed (the rest were done; failed messages are retried next run)
   2   usage or config error (nothing was touched)
   3   an account could not be processed (its mailbox could not be read)
+  4   another mailrules already runs on the same state directory (``run`` only)
   75  ``deliver`` could not deliver; the MTA keeps the message and retries (EX_TEMPFAIL)
 """
 
@@ -22,9 +23,11 @@ from pathlib import Path
 from mailrules import __version__
 from mailrules import log as logsetup
 from mailrules.errors import ConfigError, MailrulesError
+from mailrules.lock import LockedError, StateLock
 from mailrules.state import State, default_state_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_ACCOUNT, EXIT_TEMPFAIL = 0, 1, 2, 3, 75
+EXIT_LOCKED = 4
 log = logging.getLogger("mailrules")
 
 
@@ -42,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     common.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    common.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines on stderr as text (default) or one JSON object per line",
+    )
 
     parser = argparse.ArgumentParser(
         prog="mailrules", description="Match new mail against YAML rules and act on it."
@@ -51,7 +60,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("check", parents=[common], help="validate the config and exit")
 
-    run = sub.add_parser("run", parents=[common], help="process new mail")
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="process new mail: as a service (polls on schedules, IDLE), or --once",
+    )
     run.add_argument("--once", action="store_true", help="one pass over every account, then exit")
     run.add_argument(
         "--dry-run",
@@ -97,6 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     notify.add_argument(
         "--budget", type=float, default=60.0, metavar="SECONDS", help="stop after (default 60)"
     )
+    status = sub.add_parser(
+        "status", parents=[common], help="the service: per account last poll, last error, next run"
+    )
+    status.add_argument("--account", help="only this account")
+    status.add_argument("--json", action="store_true", help="as JSON")
 
     folders = sub.add_parser("folders", parents=[common], help="list an account's folders")
     folders.add_argument("account")
@@ -111,7 +129,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     verbosity = -1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0)
-    logsetup.setup(verbosity)
+    if args.command == "run" and not args.once and verbosity >= 0:
+        verbosity += 1  # the service logs one line per action by default
+    logsetup.setup(verbosity, getattr(args, "log_format", "text"))
     handler = COMMANDS[args.command]
     try:
         return handler(args)
@@ -123,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_TEMPFAIL if args.command == "deliver" else EXIT_CONFIG
+    except LockedError as exc:
+        print(f"mailrules: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except MailrulesError as exc:
         print(f"mailrules: {exc}", file=sys.stderr)
         return EXIT_TEMPFAIL if args.command == "deliver" else EXIT_ACCOUNT
@@ -139,9 +162,12 @@ def _config(args: argparse.Namespace):
     return load_config(discover(args.config))
 
 
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir) if args.state_dir else default_state_dir()
+
+
 def _state(args: argparse.Namespace, create: bool = True) -> State | None:
-    base = Path(args.state_dir) if args.state_dir else default_state_dir()
-    path = base / "state.sqlite3"
+    path = _state_dir(args) / "state.sqlite3"
     if not create and not path.exists():
         return None
     return State(path)
@@ -170,25 +196,52 @@ def _print_event(event) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    if not args.once:
-        print(
-            "mailrules: the long-running service is not part of this version; "
-            "use 'mailrules run --once' (from cron or a systemd timer)",
-            file=sys.stderr,
-        )
+    if not args.once and (args.dry_run or args.all):
+        print("mailrules: --dry-run and --all go with --once", file=sys.stderr)
         return EXIT_CONFIG
     started = time.monotonic()
-    if not (args.dry_run or args.all) and _quick_poll(args):
+    if args.once and not (args.dry_run or args.all) and _quick_poll(args):
         if not args.quiet:
             print(f"0 new messages, 0 actions done, 0 failed ({time.monotonic() - started:.2f}s)")
         return EXIT_OK
-    from mailrules.runner import RunOptions, run_once
-
     config = _config(args)
     for name in args.account or []:
         if name not in config.accounts:
             print(f"mailrules: no account named {name!r} in {config.path}", file=sys.stderr)
             return EXIT_CONFIG
+    if not args.once:
+        return _serve(args, config)
+    lock = None
+    if not args.dry_run:
+        lock = StateLock(_state_dir(args))
+        lock.acquire("run --once")
+    try:
+        return _run_once(args, config)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _serve(args: argparse.Namespace, config) -> int:
+    from mailrules.service import Service
+
+    lock = StateLock(_state_dir(args))
+    lock.acquire("service")
+    service = Service(config, _state_dir(args), only=args.account)
+    try:
+        code = service.serve()
+    finally:
+        lock.release()
+    if service.abandoned:  # pool threads still busy: do not wait for them at exit
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
+    return code
+
+
+def _run_once(args: argparse.Namespace, config) -> int:
+    from mailrules.runner import RunOptions, run_once
+
     state = _state(args, create=not args.dry_run)  # a dry run never creates state
     options = RunOptions(
         dry_run=args.dry_run, process_all=args.all, on_event=None if args.quiet else _print_event
@@ -341,6 +394,23 @@ def cmd_notify(args: argparse.Namespace) -> int:
     return EXIT_FAILED if dead else EXIT_OK
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from mailrules.service import PERIODIC_JOBS
+    from mailrules.status import collect, render
+
+    state = _state(args, create=False)
+    try:
+        report = collect(state, _state_dir(args), args.account, PERIODIC_JOBS)
+    finally:
+        if state is not None:
+            state.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(render(report)))
+    return EXIT_OK
+
+
 def cmd_folders(args: argparse.Namespace) -> int:
     config = _config(args)
     account = config.accounts.get(args.account)
@@ -385,6 +455,7 @@ COMMANDS = {
     "deliver": cmd_deliver,
     "state": cmd_state,
     "notify": cmd_notify,
+    "status": cmd_status,
     "folders": cmd_folders,
     "schema": cmd_schema,
     "demo": cmd_demo,

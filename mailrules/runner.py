@@ -65,6 +65,12 @@ class RunOptions:
     process_all: bool = False
     now: datetime | None = None
     on_event: Callable[[Event], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    """Checked between folders and between batches: the service's shutdown. Messages not
+    yet reached stay unhandled and are processed by the next run."""
+
+    def stopping(self) -> bool:
+        return self.should_stop is not None and self.should_stop()
 
 
 def run_once(
@@ -80,8 +86,7 @@ def run_once(
         if bind_state is not None:
             bind_state(state, options.dry_run, config)
         try:
-            for folder in account.settings.folders:
-                FolderRun(account, folder, box, state, config.rules, options, report).run()
+            run_account(account, box, state, config.rules, options, report)
         except (SourceError, StateError) as exc:
             log.error("account %s: %s", name, exc)
             report.failed_accounts.append(name)
@@ -89,6 +94,26 @@ def run_once(
         finally:
             box.close()
     return report
+
+
+def run_account(
+    account: Account,
+    box: Mailbox,
+    state: State | None,
+    rules: list[Rule],
+    options: RunOptions,
+    report: Report,
+    folders: list[str] | None = None,
+) -> None:
+    """Process the account's watched folders (or just ``folders``) on an open mailbox.
+
+    Raise SourceError or StateError if the account cannot be read; the folders done
+    before that keep what they recorded.
+    """
+    for folder in account.settings.folders if folders is None else folders:
+        if options.stopping():
+            return
+        FolderRun(account, folder, box, state, rules, options, report).run()
 
 
 @dataclass
@@ -140,6 +165,14 @@ class FolderRun:
         batch = getattr(self.box, "batch_size", BATCH)
         for start in range(0, len(scan.refs), batch):
             refs = scan.refs[start : start + batch]
+            if self.options.stopping():
+                # Not reached: the cursor stays below them, so the next run does them.
+                left = [int(r.uid) for r in scan.refs[start:] if r.uid.isdigit()]
+                if lowest_failed is not None:
+                    left.append(lowest_failed)
+                lowest_failed = min(left, default=None)
+                log.info("%s/%s: stopping; %d left for later", name, folder, len(scan.refs) - start)
+                break
             for uid in self._batch(refs, rules, needs, scan.validity):
                 if uid.isdigit():
                     lowest_failed = min(int(uid), lowest_failed or int(uid))
@@ -273,15 +306,18 @@ class FolderRun:
         level = logging.INFO if result in ("ok", "planned") else logging.ERROR
         action_log.log(
             level,
-            "account=%s folder=%s rule=%r action=%r result=%r message_id=%s from=%s subject=%r",
+            "account=%s folder=%s uid=%s rule=%r action=%r result=%r message_id=%s from=%s "
+            "subject=%r",
             event.account,
             event.folder,
+            ref.uid,
             rule,
             action,
             result,
             view.message_id or "-",
             sender,
             view.subject,
+            extra={"context": {"account": event.account, "folder": event.folder, "uid": ref.uid}},
         )
         if self.options.on_event:
             self.options.on_event(event)

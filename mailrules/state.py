@@ -17,6 +17,8 @@ One file in the state directory. Tables:
 * ``pop3_poll``: per POP3 account, what a quick poll compares against after a clean
   session: the config's digest, the settings, a digest of the UIDLs left on the server
   (all of them handled), and when the next ``delete_after`` deletion falls due.
+* ``service_status``: what the long-running service last did per account, IDLE
+  connection and periodic job (last run, last error, next run), for ``mailrules status``.
 
 Writes happen in one ``BEGIN IMMEDIATE`` transaction per batch, after the batch's
 actions: a crash before the commit means those messages are handled again (at least
@@ -87,6 +89,18 @@ CREATE TABLE IF NOT EXISTS pop3_poll (
     listing TEXT NOT NULL,
     due_at REAL
 );
+CREATE TABLE IF NOT EXISTS service_status (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    last_run REAL,
+    last_ok REAL,
+    last_error TEXT,
+    last_error_at REAL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_run REAL,
+    detail TEXT NOT NULL DEFAULT '',
+    updated REAL NOT NULL
+);
 """
 
 
@@ -124,6 +138,32 @@ class AuditRow:
     action: str
     result: str
     error: str | None = None
+
+
+@dataclass
+class ServiceStatus:
+    """The service's record of one account, IDLE connection ("account/folder") or job."""
+
+    name: str
+    kind: str  # "account", "idle" or "job"
+    last_run: float | None = None
+    last_ok: float | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    failures: int = 0  # in a row; 0 after a success
+    next_run: float | None = None
+    detail: str = ""
+    updated: float = 0.0
+
+
+_STATUS_INSERT = (
+    "INSERT OR REPLACE INTO service_status (name, kind, last_run, last_ok, last_error, "
+    "last_error_at, failures, next_run, detail, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_STATUS_SELECT = (
+    "SELECT name, kind, last_run, last_ok, last_error, last_error_at, failures, next_run, "
+    "detail, updated FROM service_status ORDER BY kind, name"
+)
 
 
 class State:
@@ -314,6 +354,44 @@ class State:
             args = (account,)
         sql += " ORDER BY id DESC LIMIT ?"
         return list(reversed(self.db.execute(sql, (*args, limit)).fetchall()))
+
+    # -- the service's status ------------------------------------------------------------
+
+    def save_status(self, rows: Iterable[ServiceStatus]) -> None:
+        now = time.time()
+        self._write(
+            [
+                (
+                    _STATUS_INSERT,
+                    [
+                        (
+                            r.name,
+                            r.kind,
+                            r.last_run,
+                            r.last_ok,
+                            r.last_error,
+                            r.last_error_at,
+                            r.failures,
+                            r.next_run,
+                            r.detail,
+                            now,
+                        )
+                        for r in rows
+                    ],
+                )
+            ]
+        )
+
+    def service_status(self) -> list[ServiceStatus]:
+        rows = self.db.execute(_STATUS_SELECT).fetchall()
+        return [ServiceStatus(*row) for row in rows]
+
+    def keep_status(self, names: Iterable[str]) -> None:
+        """Forget the status of accounts, folders and jobs that are no longer configured."""
+        keep = set(names)
+        names_now = self.db.execute("SELECT name FROM service_status").fetchall()
+        gone = [(n,) for (n,) in names_now if n not in keep]
+        self._write([("DELETE FROM service_status WHERE name=?", gone)])
 
     def summary(self) -> list[tuple[object, ...]]:
         return self.db.execute(

@@ -253,11 +253,11 @@ def test_folders_command_lists_decoded_names(maildir, write_config, run_cli):
     assert listed.stdout.split() == ["INBOX", "Entwürfe/Alt"]
 
 
-def test_run_without_once_explains_itself(run_cli, write_config):
+def test_dry_run_without_once_explains_itself(run_cli, write_config):
     config = write_config("- {name: rule1, then: [stop]}\n")
-    result = run_cli("run", "-c", str(config))
+    result = run_cli("run", "--dry-run", "-c", str(config))
     assert result.returncode == 2
-    assert "--once" in result.stderr
+    assert "--dry-run and --all go with --once" in result.stderr
 
 
 def test_missing_maildir_fails_the_account_with_exit_3(run_cli, tmp_path):

@@ -27,6 +27,7 @@ from mailrules.rules.actions import FolderAction, parse_actions
 from mailrules.rules.checker import Checker, describe, did_you_mean
 from mailrules.rules.conditions import parse_condition
 from mailrules.rules.engine import Rule
+from mailrules.schedule import DEFAULT_BACKSTOP, DEFAULT_EVERY, Schedule, cron_trigger
 from mailrules.sources.base import Mailbox
 from mailrules.sources.maildir import Maildir
 from mailrules.transport.tls import normalise_fingerprint
@@ -46,6 +47,7 @@ class Account:
     root: str | None = None  # Maildir accounts: the expanded path; POP3: deliver_to's
     timeout: float = 60.0
     delete_after: float | None = None  # POP3: seconds after delivery
+    schedule: Schedule = field(default_factory=lambda: Schedule(every=DEFAULT_EVERY))
 
     @property
     def kind(self) -> str:
@@ -264,6 +266,16 @@ def _accounts(data: dict[str, Any], check: Checker) -> dict[str, Account]:
             )
             continue
         account = Account(name, settings)
+        schedule = _schedule(settings, base, check)
+        if schedule is None:
+            continue
+        account.schedule = schedule
+        if settings.push == "idle" and settings.imap is None:
+            check.error(
+                (*base, "push"),
+                f"{check.where(base)}.push: idle needs an imap account; a Maildir account is "
+                "polled on its schedule (remove push, or set push: none)",
+            )
         if not _pop3_account_ok(settings, account, base, check):
             continue
         if settings.maildir is not None:
@@ -284,6 +296,41 @@ def _accounts(data: dict[str, Any], check: Checker) -> dict[str, Account]:
                 check.error(where, f"{check.where(where)}: {problem}")
         out[name] = account
     return out
+
+
+def _schedule(settings: AccountModel, base: Path, check: Checker) -> Schedule | None:
+    """The account's polling schedule, or None (with a problem recorded) if it is wrong."""
+    model = settings.schedule
+    if model is None:
+        return Schedule(every=DEFAULT_BACKSTOP if settings.push == "idle" else DEFAULT_EVERY)
+    where = (*base, "schedule")
+    if (model.every is None) == (model.cron is None):
+        check.error(
+            where,
+            f"{check.where(where)}: give exactly one of every (e.g. every: 5m) or cron "
+            '(e.g. cron: "*/10 7-19 * * mon-fri")',
+        )
+        return None
+    jitter = None
+    if model.jitter is not None:
+        jitter = check.duration(model.jitter, (*where, "jitter"))
+        if jitter is None:
+            return None
+    if model.every is not None:
+        every = check.duration(model.every, (*where, "every"))
+        if every is None:
+            return None
+        if every < 1:
+            check.error((*where, "every"), f"{check.where(where)}.every: must be 1s or more")
+            return None
+        return Schedule(every=every, jitter=jitter)
+    assert model.cron is not None
+    try:
+        cron_trigger(model.cron, "UTC")
+    except ValueError as exc:
+        check.error((*where, "cron"), f"{check.where(where)}.cron: {exc}")
+        return None
+    return Schedule(cron=model.cron, jitter=jitter)
 
 
 def _is_loopback(host: str) -> bool:

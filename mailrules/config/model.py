@@ -114,6 +114,24 @@ class Pop3Model(_Strict):
     timeout: str = Field("60s", description="Connect and read timeout.")
 
 
+class ScheduleModel(_Strict):
+    """When the service (``mailrules run``) polls an account: every or cron."""
+
+    every: str | int | None = Field(None, description="Poll at this interval: 90s, 5m, 1h.")
+    cron: str | None = Field(
+        None,
+        description="Poll at the times of a crontab line, quoted: minute hour day month "
+        'weekday, e.g. "*/10 7-19 * * mon-fri". As in crontab, weekday 0 and 7 are Sunday, '
+        "and when both day and weekday are given either one matching is enough.",
+    )
+    jitter: str | int | None = Field(
+        None,
+        description="Start each poll up to this much later, at random, so that accounts on "
+        "one server do not all connect at once. Default: a tenth of every (at most 30s); "
+        "none for cron.",
+    )
+
+
 class AccountModel(_Strict):
     """One mail account: a local Maildir, an IMAP server, or a POP3 server."""
 
@@ -158,6 +176,18 @@ class AccountModel(_Strict):
         None,
         description="Folder that 'delete' moves messages to. Default: Trash (for IMAP, the "
         "server's \\Trash special-use folder when it names one).",
+    )
+    schedule: ScheduleModel | None = Field(
+        None,
+        description="When 'mailrules run' polls this account. Default: every 5m; with "
+        "push: idle every 15m, as a backstop for what IDLE might miss. The first poll is at "
+        "start-up.",
+    )
+    push: Literal["idle", "none"] = Field(
+        "none",
+        description="idle (IMAP): keep one IDLE connection per watched folder and process "
+        "new mail within seconds of its arrival; falls back to the schedule when the server "
+        "has no IDLE. none: poll on the schedule only.",
     )
 
 

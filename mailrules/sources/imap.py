@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import logging
+import re
+import select
 import socket
 import ssl
 from collections.abc import Callable, Iterator
@@ -36,6 +38,7 @@ from mailrules.errors import CredentialError, FolderError, SourceError
 from mailrules.message import MessageView
 from mailrules.rules.search import needs_utf8
 from mailrules.sources.base import Known, MessageRef, Result, Scan
+from mailrules.transport.tcp import enable_keepalive
 from mailrules.transport.tls import TLSError, check_fingerprint, make_context
 from mailrules.transport.tunnel import Tunnel
 
@@ -119,8 +122,15 @@ class ImapMailbox:
         self._delimiter = "/"
         self._selected: str | None = None
         self._warned_uidplus = False
+        self._moved: dict[tuple[str, str], tuple[str, str]] = {}  # (folder, uid) -> new place
+        self._gone: set[tuple[str, str]] = set()  # moved, to an unknown UID
 
     # -- connection -----------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection from an earlier call is open (it may have gone stale)."""
+        return self._client is not None
 
     @property
     def label(self) -> str:
@@ -276,15 +286,17 @@ class ImapMailbox:
         self._trash = "Trash"
         return self._trash
 
-    def _select(self, folder: str) -> IMAPClient:
+    def _select(self, folder: str, fresh: bool = False) -> dict[bytes, object]:
+        """SELECT ``folder`` unless it is selected already (or ``fresh``); its SELECT data."""
         client = self._conn()
-        if self._selected != folder:
+        if self._selected != folder or fresh:
             try:
-                self._run("SELECT", client.select_folder, self.server_name(folder))
+                info = self._run("SELECT", client.select_folder, self.server_name(folder))
             except IMAPClientError as exc:
                 raise SourceError(f"{self.label}: cannot open folder {folder!r}: {exc}") from None
             self._selected = folder
-        return client
+            return info
+        return {}
 
     def _create(self, folder: str) -> None:
         client = self._conn()
@@ -310,7 +322,13 @@ class ImapMailbox:
         process_existing: bool,
         narrow: list[object] | None = None,
     ) -> Scan:
+        self._moved.clear()  # where the last run's messages went: needed no longer
+        self._gone.clear()
         client = self._conn()
+        if self._selected == folder:
+            # STATUS on the selected folder answers from this session's last view of it
+            # (Dovecot does): sync the view first (a kept connection; RFC 3501 6.3.10).
+            self._run("NOOP", client.noop)
         try:
             status = self._run(
                 "STATUS",
@@ -323,6 +341,11 @@ class ImapMailbox:
                 raise SourceError(f"{self.label}: cannot read INBOX: {exc}") from None
             log.warning("%s: folder %s cannot be read (%s); nothing to do", self.label, folder, exc)
             return Scan(known.validity or "", [])
+        if not status.get(b"UIDVALIDITY"):
+            # 0 is no UIDVALIDITY (RFC 3501: nz-number). Dovecot answers it for a Maildir no
+            # session has opened yet; a SELECT makes it assign the real one.
+            self._selected = None
+            status = self._select(folder, fresh=True)
         validity = str(status[b"UIDVALIDITY"])
         top = int(status[b"UIDNEXT"]) - 1  # the highest UID the folder can hold now
         first = known.validity != validity
@@ -335,7 +358,9 @@ class ImapMailbox:
                 f"{top}), none acted on (use --all or existing: process to apply rules)"
             )
             return Scan(validity, [], first=True, cursor=top, note=note)
-        self._select(folder)
+        # A connection kept from an earlier run may still have the folder selected, and a
+        # server answers SEARCH from the view of its last sync: select it again.
+        self._select(folder, fresh=True)
         note = None
         if process_all or (first and known.validity is None):
             uids = self._narrowed(narrow) if narrow and self.settings.server_search else None
@@ -442,11 +467,18 @@ class ImapMailbox:
             )
 
     def _body(self, ref: MessageRef) -> bytes:
-        self._select(ref.folder)
-        item = self._fetch([int(ref.location)], [b"BODY.PEEK[]"]).get(int(ref.location), {})
+        key = (ref.folder, ref.location)
+        folder, uid = self._moved.get(key, key)
+        if key in self._gone:
+            raise SourceError(
+                f"{self.label}: {ref.folder} UID {ref.location} was moved and the server did not "
+                "say where (no UIDPLUS); put 'run' before 'move' in the rule"
+            )
+        self._select(folder)
+        item = self._fetch([int(uid)], [b"BODY.PEEK[]"]).get(int(uid), {})
         body = item.get(b"BODY[]")
         if not isinstance(body, bytes):
-            raise SourceError(f"{self.label}: {ref.folder} UID {ref.location} has no body")
+            raise SourceError(f"{self.label}: {folder} UID {uid} has no body")
         return body
 
     # -- actions ----------------------------------------------------------------------------
@@ -527,13 +559,22 @@ class ImapMailbox:
         if not refs or dest == refs[0].folder:
             return [None] * len(refs)
         if b"MOVE" in self._caps:
-            return self._transfer(refs, dest, "MOVE")
-        results = self._transfer(refs, dest, "COPY")
-        copied = [r for r, res in zip(refs, results, strict=True) if res is None]
-        removed = dict(zip((id(r) for r in copied), self._expunge(copied), strict=True))
-        return [
-            res if res is not None else removed[id(r)] for r, res in zip(refs, results, strict=True)
-        ]
+            results = self._transfer(refs, dest, "MOVE")
+        else:
+            copied_results = self._transfer(refs, dest, "COPY")
+            copied = [r for r, res in zip(refs, copied_results, strict=True) if res is None]
+            removed = dict(zip((id(r) for r in copied), self._expunge(copied), strict=True))
+            results = [
+                res if res is not None else removed[id(r)]
+                for r, res in zip(refs, copied_results, strict=True)
+            ]
+        for ref, result in zip(refs, results, strict=True):
+            if result is None:  # a later 'run' reads the message where it went (COPYUID)
+                if dest in ref.arrived_in:
+                    self._moved[(ref.folder, ref.location)] = (dest, ref.arrived_in[dest][0])
+                else:
+                    self._gone.add((ref.folder, ref.location))
+        return results
 
     def copy(self, refs: list[MessageRef], dest: str) -> list[Result]:
         return self._transfer(refs, dest, "COPY")
@@ -610,3 +651,116 @@ def _header_bytes(item: dict[bytes, object]) -> bytes:
         ):
             return value
     return b""
+
+
+_EXISTS = re.compile(rb"^\* \d+ EXISTS\b", re.IGNORECASE)
+_BYE = re.compile(rb"^\* BYE\b", re.IGNORECASE)
+
+
+class IdleUnsupported(SourceError):
+    """The server does not offer IDLE (RFC 2177); the folder is polled instead."""
+
+
+class IdleSession:
+    """One connection in IDLE (RFC 2177) on one folder, for a watcher thread.
+
+    ``open`` connects (logging in, or starting the tunnel, as every connection does; an
+    OAuth2 token command runs again each time), turns on TCP keepalive and EXAMINEs the
+    folder. ``wait`` blocks until the server says something or the timeout passes and
+    tells whether new mail arrived (``* n EXISTS``). A closed connection, ``* BYE`` or any
+    protocol error raises SourceError; the caller reconnects. ``interrupt`` may be called
+    from another thread: it shuts the socket down, so a blocked ``wait`` returns at once.
+    """
+
+    def __init__(self, box: ImapMailbox, folder: str) -> None:
+        self.box = box
+        self.folder = folder
+        self._sock: socket.socket | None = None
+
+    def open(self) -> None:
+        client = self.box._conn()
+        if b"IDLE" not in self.box._caps:
+            raise IdleUnsupported(f"{self.box.label}: the server does not offer IDLE")
+        sock = client.socket()
+        self._sock = sock
+        enable_keepalive(sock)
+        try:
+            self.box._run("EXAMINE", client.select_folder, self.box.server_name(self.folder), True)
+        except IMAPClientError as exc:
+            raise SourceError(
+                f"{self.box.label}: cannot open folder {self.folder!r}: {exc}"
+            ) from None
+
+    def start(self) -> None:
+        self.box._run("IDLE", self.box._conn().idle)
+
+    def renew(self) -> bool:
+        """End IDLE and start it again (servers drop an IDLE after 30 minutes). True if
+        new mail was reported in between."""
+        client = self.box._conn()
+        try:
+            _text, responses = self.box._run("DONE", client.idle_done)
+        except IMAPClientError as exc:
+            raise SourceError(f"{self.box.label}: ending IDLE failed: {exc}") from None
+        self.start()
+        return any(len(r) >= 2 and r[1] == b"EXISTS" for r in responses)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the server; True if new mail arrived."""
+        sock = self._sock
+        if sock is None:
+            raise SourceError(f"{self.box.label}: IDLE session is not open")
+        sock.settimeout(0)
+        try:
+            lines = self._drain(sock)
+            if not lines:
+                poller = select.poll()
+                poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+                if poller.poll(max(0, int(timeout * 1000))):
+                    lines = self._drain(sock)
+        except OSError as exc:
+            raise SourceError(f"{self.box.label}: IDLE connection failed: {exc}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                sock.settimeout(self.box.timeout)
+        for line in lines:
+            if _BYE.match(line):
+                text = line.decode("utf-8", "replace").strip()
+                raise SourceError(f"{self.box.label}: the server closed the connection: {text}")
+        return any(_EXISTS.match(line) for line in lines)
+
+    def _drain(self, sock: socket.socket) -> list[bytes]:
+        """Every complete line the server has sent so far, without blocking."""
+        imap = self.box._conn()._imap
+        lines: list[bytes] = []
+        while True:
+            try:
+                lines.append(imap._get_line())
+            except (TimeoutError, BlockingIOError, ssl.SSLWantReadError):
+                return lines
+            except imaplib.IMAP4.abort as exc:
+                # imaplib reports "no data yet" on a non-blocking socket as EOF, too.
+                if "EOF" in str(exc) and not _at_eof(sock):
+                    return lines
+                raise SourceError(f"{self.box.label}: the connection was closed ({exc})") from None
+
+    def interrupt(self) -> None:
+        """Make a blocked ``wait`` return (from any thread); the session is over after it."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.box.close()
+        self._sock = None
+
+
+def _at_eof(sock: socket.socket) -> bool:
+    if isinstance(sock, ssl.SSLSocket):
+        return True  # without data, an SSL socket raises SSLWantReadError, not EOF
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
