@@ -73,8 +73,8 @@ class _JsonFormatter(logging.Formatter):
         out["message"] = record.getMessage()
         out.update(_context.get({}))
         out.update(getattr(record, "context", None) or {})
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+        if record.exc_info:  # _Redact has put the redacted traceback in exc_text
+            out["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
 
 

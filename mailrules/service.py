@@ -55,6 +55,7 @@ from mailrules.errors import ConfigError, SourceError, StateError
 from mailrules.runner import Report, RunOptions, run_account
 from mailrules.schedule import backoff
 from mailrules.sources.base import Mailbox
+from mailrules.sources.imap import ImapMailbox
 from mailrules.state import ServiceStatus, State
 from mailrules.watch import FolderWatcher
 
@@ -84,12 +85,15 @@ class PeriodicJob:
     the job runs again at its next time (keep retries in the state store, not in here).
     ``describe``, if given, adds a line to ``mailrules status`` (for example an outbox's
     depth); it gets a State and runs in the ``status`` command's process.
+    ``after_new_mail``: also run right after any account run that found new mail (a
+    notification dispatcher, so that a notice goes out seconds after the mail came).
     """
 
     name: str
     every: float
     run: Callable[[JobContext], None]
     describe: Callable[[State], str] | None = None
+    after_new_mail: bool = False
 
 
 OUTBOX_EVERY = 15.0  # seconds between sends of due notifications
@@ -107,7 +111,9 @@ def _send_outbox(ctx: JobContext) -> None:
         log.info("notifications: %s", report.summary())
 
 
-PERIODIC_JOBS: list[PeriodicJob] = [PeriodicJob("outbox", OUTBOX_EVERY, _send_outbox)]
+PERIODIC_JOBS: list[PeriodicJob] = [
+    PeriodicJob("outbox", OUTBOX_EVERY, _send_outbox, after_new_mail=True)
+]
 """Jobs every service runs besides polling: the notification outbox's dispatcher."""
 
 
@@ -201,6 +207,11 @@ class Service:
             )
         self.scheduler.start()
         self._save_status(keep=True)
+        if getattr(self.config, "notifiers", None) and not self.periodic:
+            log.warning(
+                "this service queues notifications but has no job that sends them "
+                "(PERIODIC_JOBS is empty); 'mailrules notify' sends what is due"
+            )
         log.info(
             "service started (pid %d): %s; state in %s",
             os.getpid(),
@@ -407,28 +418,47 @@ class Service:
         Runs it on the calling thread unless a run of the account is going on, which will
         then also do this request before it ends.
         """
+        rt = self.claim(name, folder)
+        if rt is not None:
+            self.run_claimed(rt)
+
+    def claim(self, name: str, folder: str | None) -> AccountRuntime | None:
+        """Mark ``folder`` (None: all) pending; return the account's runtime if the caller
+        is now its runner (and must call ``run_claimed``), None if a run is going on (it
+        takes the request along) or the service is stopping."""
         rt = self.runtimes.get(name)
         if rt is None:
-            return
+            return None
+        with rt.mutex:
+            log.debug("%s: run requested for %s", name, folder or "all folders")
+            if folder is None:
+                rt.pending_all = True
+            else:
+                rt.pending.add(folder)
+            if rt.running or self.stopping.is_set():
+                return None
+            rt.running = True
+            return rt
+
+    def release(self, rt: AccountRuntime) -> None:
+        """Give up a claim without running; what is pending waits for the next request."""
+        with rt.mutex:
+            rt.running = False
+
+    def run_claimed(self, rt: AccountRuntime, own: tuple[str, Mailbox] | None = None) -> bool:
+        """Run what is pending for a claimed account until nothing is; False if the last
+        run failed. ``own``: (folder, mailbox) of an IDLE watcher, used for that folder."""
         with self._busy:
             self._active += 1
         try:
-            with rt.mutex:
-                log.debug("%s: run requested for %s", name, folder or "all folders")
-                if folder is None:
-                    rt.pending_all = True
-                else:
-                    rt.pending.add(folder)
-                if rt.running or self.stopping.is_set():
-                    return
-                rt.running = True
-            self._drain(rt)
+            self._drain(rt, own)
         finally:
             with self._busy:
                 self._active -= 1
                 self._busy.notify_all()
+        return rt.status.failures == 0
 
-    def _drain(self, rt: AccountRuntime) -> None:
+    def _drain(self, rt: AccountRuntime, own: tuple[str, Mailbox] | None = None) -> None:
         try:
             while True:
                 with rt.mutex:
@@ -444,13 +474,21 @@ class Service:
                     if rt.stale:
                         rt.close_box()
                         rt.stale = False
-                self._run(rt, account, folders)
+                box = own[1] if own is not None and folders == [own[0]] else None
+                self._run(rt, account, folders, box)
         except BaseException:
             with rt.mutex:
                 rt.running = False
             raise
 
-    def _run(self, rt: AccountRuntime, account: Account, folders: list[str] | None) -> None:
+    def _run(
+        self,
+        rt: AccountRuntime,
+        account: Account,
+        folders: list[str] | None,
+        box: Mailbox | None = None,
+    ) -> None:
+        """One run of the account's ``folders``, on ``box`` (a watcher's) or its own."""
         config = self.config
         started = time.time()
         error: str | None = None
@@ -464,29 +502,20 @@ class Service:
                 self._failed(rt, None, started, str(exc))
                 return
             try:
-                if rt.box is not None and time.monotonic() - rt.box_used > REUSE_WITHIN:
-                    rt.close_box()
-                if rt.box is None:
-                    rt.box = account.mailbox()
-                reused = bool(getattr(rt.box, "connected", False))
-                try:
-                    run_account(account, rt.box, state, config.rules, options, report, folders)
-                except SourceError as exc:
-                    if not reused or self.stopping.is_set():
-                        raise
-                    log.info("%s: the open connection failed (%s); trying a new one", rt.name, exc)
-                    rt.close_box()
-                    rt.box = account.mailbox()
-                    run_account(account, rt.box, state, config.rules, options, report, folders)
+                if box is not None:  # a watcher's: it reconnects by itself if this fails
+                    _bind(box, state, config)
+                    run_account(account, box, state, config.rules, options, report, folders)
+                else:
+                    self._run_on_account_box(rt, account, state, config, options, report, folders)
             except (SourceError, StateError) as exc:
                 error = str(exc)
-                rt.close_box()
+                if box is None:
+                    rt.close_box()
             except Exception as exc:  # a bug must not end the service; the account retries
                 log.exception("%s: run failed", rt.name)
                 error = f"internal error: {exc!r}"
-                rt.close_box()
-            finally:
-                rt.box_used = time.monotonic()
+                if box is None:
+                    rt.close_box()
             try:
                 if error is None:
                     self._succeeded(rt, state, started, report)
@@ -494,6 +523,42 @@ class Service:
                     self._failed(rt, state, started, error)
             finally:
                 state.close()
+
+    def _run_on_account_box(
+        self,
+        rt: AccountRuntime,
+        account: Account,
+        state: State,
+        config: Config,
+        options: RunOptions,
+        report: Report,
+        folders: list[str] | None,
+    ) -> None:
+        """Run on the account's own connection: an IMAP one is kept if used recently, else
+        a new one is made, and a kept one that turns out dead is replaced once, at once.
+        Others are closed after the run: a POP3 session sees the maildrop as it was at
+        login (RFC 1939), so new mail needs a new session."""
+        try:
+            if rt.box is not None and time.monotonic() - rt.box_used > REUSE_WITHIN:
+                rt.close_box()
+            if rt.box is None:
+                rt.box = account.mailbox()
+            reused = bool(getattr(rt.box, "connected", False))
+            try:
+                _bind(rt.box, state, config)
+                run_account(account, rt.box, state, config.rules, options, report, folders)
+            except SourceError as exc:
+                if not reused or self.stopping.is_set():
+                    raise
+                log.info("%s: the open connection failed (%s); trying a new one", rt.name, exc)
+                rt.close_box()
+                rt.box = account.mailbox()
+                _bind(rt.box, state, config)
+                run_account(account, rt.box, state, config.rules, options, report, folders)
+        finally:
+            rt.box_used = time.monotonic()
+            if not isinstance(rt.box, ImapMailbox):
+                rt.close_box()
 
     def _succeeded(self, rt: AccountRuntime, state: State, started: float, report: Report) -> None:
         status = rt.status
@@ -505,6 +570,12 @@ class Service:
         with contextlib.suppress(Exception):
             self.scheduler.remove_job(f"retry:{rt.name}")
         status.last_run, status.last_ok, status.failures = started, time.time(), 0
+        if report.new:
+            now = datetime.now().astimezone()
+            for job in self.periodic:
+                if job.after_new_mail:
+                    with contextlib.suppress(Exception):  # gone if the service is stopping
+                        self.scheduler.modify_job(f"job:{job.name}", next_run_time=now)
         status.next_run = self._next_run(rt.name)
         status.detail = rt.account.schedule.describe()
         if report.failed_actions:
@@ -628,6 +699,13 @@ class Service:
             return False
         self._no_idle_logged.add(account)
         return True
+
+
+def _bind(box: Mailbox, state: State, config: Config) -> None:
+    """Hand this run's State to a mailbox that keeps its own records (POP3 does)."""
+    bind_state = getattr(box, "bind_state", None)
+    if bind_state is not None:
+        bind_state(state, False, config)
 
 
 def _clock(when: float | None) -> str:

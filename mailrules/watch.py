@@ -1,9 +1,13 @@
 """IDLE watchers: one thread and one IMAP connection per watched folder (RFC 2177).
 
-A watcher connects, EXAMINEs its folder, asks for a run of the folder (to catch what
-arrived while it was away), and enters IDLE. Whenever the server reports ``* n EXISTS``
-it asks for a run again, which the service does on this thread unless a run of the
-account is already going on (that one then takes the folder along). IDLE is renewed
+A watcher connects, EXAMINEs its folder, processes it (to catch what arrived while it
+was away), and enters IDLE. Whenever the server reports ``* n EXISTS`` it processes the
+folder again, on this thread and this connection, which the server has just synced
+(the fastest way to the new message), unless a run of the account is already going on:
+then it stays in IDLE and that run takes the folder along. After processing, the
+watcher checks whether more mail came meanwhile (the server reported it to the run's
+commands and will not announce it again in IDLE), and goes back to IDLE only when none
+did. IDLE is renewed
 every ``RENEW`` seconds, well inside the 29 minutes RFC 2177 allows and before NATs
 forget a quiet connection; TCP keepalive covers the time in between. The account's own
 schedule keeps polling as a backstop.
@@ -29,7 +33,7 @@ from mailrules.sources.imap import IdleSession, IdleUnsupported, ImapMailbox
 from mailrules.state import ServiceStatus
 
 if TYPE_CHECKING:
-    from mailrules.service import Service
+    from mailrules.service import AccountRuntime, Service
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +90,7 @@ class FolderWatcher:
                         break
                     connected_at = time.monotonic()
                     self._connected(failures)
-                    self.service.request(self.account.name, self.folder)  # what came meanwhile
+                    self._process(session)  # what came while there was no connection
                     self._watch(session)
                 except IdleUnsupported as exc:
                     self._no_idle(exc)
@@ -109,13 +113,44 @@ class FolderWatcher:
         while not self._halt.is_set():
             left = renew_at - time.monotonic()
             if left <= 0:
-                news = session.renew()
+                session.stop()
+                self._process(session)
+                session.start()
                 renew_at = time.monotonic() + RENEW
-            else:
-                news = session.wait(left)
-            log.debug("%s: IDLE woke up (%s)", self.label, "new mail" if news else "nothing new")
-            if news and not self._halt.is_set():
-                self.service.request(self.account.name, self.folder)
+            elif session.wait(left) and not self._halt.is_set():
+                log.debug("%s: IDLE says new mail", self.label)
+                rt = self.service.claim(self.account.name, self.folder)
+                if rt is None:
+                    continue  # a run of the account is going on and takes the folder along
+                try:
+                    session.stop()
+                except BaseException:
+                    self.service.release(rt)
+                    raise
+                self._process(session, rt)
+                session.start()
+
+    def _process(self, session: IdleSession, rt: AccountRuntime | None = None) -> None:
+        """Process the folder on this connection (``rt``: already claimed) until no mail
+        came during the last run (``IdleSession.settled``). Not in IDLE meanwhile."""
+        name = self.account.name
+        if rt is None:
+            rt = self.service.claim(name, self.folder)
+        try:
+            for attempt in range(3):  # more would mean mail keeps coming: IDLE will say so
+                if rt is None:
+                    return
+                claimed, rt = rt, None
+                ok = self.service.run_claimed(claimed, (self.folder, session.box))
+                if not ok or self._halt.is_set():
+                    return
+                if session.settled():
+                    return
+                if attempt < 2:
+                    rt = self.service.claim(name, self.folder)
+        finally:
+            if rt is not None:  # claimed but not run (an error on the way)
+                self.service.release(rt)
 
     def _connected(self, failures: int) -> None:
         self.connected = True

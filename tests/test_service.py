@@ -1,8 +1,8 @@
 """The service (`mailrules run` without --once) in a subprocess, against a real Dovecot.
 
-Dovecot runs pre-authenticated over pipes (tests/service_support.py); the service reaches
-it as a tunnel account, and the tests append mail through their own sessions, as another
-mail client would. systemd is played by a datagram socket the test owns (NOTIFY_SOCKET).
+Dovecot runs pre-authenticated over pipes (tests/dovecot.py); the service reaches it as
+a tunnel account, and the tests append mail through their own sessions, as another mail
+client would. systemd is played by a datagram socket the test owns (NOTIFY_SOCKET).
 """
 
 from __future__ import annotations
@@ -19,24 +19,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.service_support import (
-    NotifySocket,
-    PreauthDovecot,
-    ServiceProcess,
-    message,
-    require_dovecot,
-    wait_until,
-)
+from tests.dovecot import DovecotPreauth, make_message
+from tests.service_support import NotifySocket, ServiceProcess, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def dovecot():
-    require_dovecot()
-    server = PreauthDovecot()
-    yield server
-    server.close()
+def dovecot(dovecot_preauth: DovecotPreauth) -> DovecotPreauth:
+    return dovecot_preauth
+
+
+def message(subject: str, sender: str = "alice@example.org") -> bytes:
+    return make_message(subject, sender=sender)
+
+
+def subjects(dovecot: DovecotPreauth, folder: str = "INBOX") -> list[str]:
+    """The folder's subjects by UID; none while the folder does not exist yet."""
+    return dovecot.subjects(folder) if folder in dovecot.folders() else []
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def webhook():
     hook.server.server_close()
 
 
-def write_config(path: Path, dovecot: PreauthDovecot, rules: str, account: str = "") -> Path:
+def write_config(path: Path, dovecot: DovecotPreauth, rules: str, account: str = "") -> Path:
     path.write_text(
         "accounts:\n  work:\n"
         f"    imap: {{tunnel: [{dovecot.argv[0]}]}}\n"
@@ -142,8 +142,8 @@ def test_new_mail_triggers_its_rule_within_seconds_via_idle(
 
     assert latency < 3, f"IDLE took {latency:.2f}s"
     assert b"Subject: disk full" in webhook.hits[0][1]
-    wait_until(lambda: dovecot.subjects("Alerts") == ["disk full"], 5, "the move")
-    assert dovecot.subjects("INBOX") == ["lunch?"]
+    wait_until(lambda: subjects(dovecot, "Alerts") == ["disk full"], 5, "the move")
+    assert subjects(dovecot, "INBOX") == ["lunch?"]
     child_env = envfile.read_text()
     assert "NOTIFY_SOCKET" not in child_env and "WATCHDOG_USEC" not in child_env
     assert "uid=1 rule='alerts' action='move -> Alerts' result='ok'" in service.output
@@ -153,11 +153,33 @@ def test_new_mail_triggers_its_rule_within_seconds_via_idle(
     assert "STOPPING=1" in notify.wait_for("STOPPING=1")
 
 
+def test_mail_that_arrives_during_a_run_is_not_left_for_the_backstop(
+    dovecot, services, tmp_path, env
+):
+    done = tmp_path / "done.txt"
+    config = write_config(
+        tmp_path / "rules.yaml",
+        dovecot,
+        f"""\
+        - name: slow
+          then:
+            - run: [sh, -c, 'sleep 1; echo "$MAILRULES_MESSAGE_ID" >> {done}']
+            - move: Done
+        """,
+    )
+    service = start(services, tmp_path, config, env)
+    dovecot.append("INBOX", message("first"))
+    service.wait_log("INBOX: 1 to process")  # the watcher is busy with it now
+    dovecot.append("INBOX", message("second"))  # announced to the busy connection only
+    wait_until(lambda: subjects(dovecot, "Done") == ["first", "second"], 10, "both messages")
+    assert service.stop() == 0
+
+
 def test_server_killed_mid_idle_reconnects_and_misses_nothing(dovecot, services, tmp_path, env):
     config = write_config(tmp_path / "rules.yaml", dovecot, "- {name: all, then: [{move: Done}]}\n")
     service = start(services, tmp_path, config, env)
     dovecot.append("INBOX", message("before"))
-    wait_until(lambda: dovecot.subjects("Done") == ["before"], 10, "the first message")
+    wait_until(lambda: subjects(dovecot, "Done") == ["before"], 10, "the first message")
 
     killed = service.imap_children()
     assert killed, "no Dovecot imap process under the service"
@@ -167,12 +189,12 @@ def test_server_killed_mid_idle_reconnects_and_misses_nothing(dovecot, services,
         dovecot.append("INBOX", message(f"while down {n}"))
 
     want = ["before", "while down 0", "while down 1", "while down 2"]
-    wait_until(lambda: dovecot.subjects("Done") == want, 15, "the messages sent while down")
-    assert dovecot.subjects("INBOX") == []
+    wait_until(lambda: subjects(dovecot, "Done") == want, 15, "the messages sent while down")
+    assert subjects(dovecot, "INBOX") == []
     service.wait_log("IDLE connection is back")
     assert "reconnecting at" in service.output
     dovecot.append("INBOX", message("after"))
-    wait_until(lambda: "after" in dovecot.subjects("Done"), 10, "mail after the reconnect")
+    wait_until(lambda: "after" in subjects(dovecot, "Done"), 10, "mail after the reconnect")
     assert service.stop() == 0
 
 
@@ -188,15 +210,15 @@ def test_sighup_with_a_broken_config_keeps_the_old_rules(dovecot, notify, servic
     service.wait_log("still running with the previous config")
     assert f"reload: {config}:7:28: rules[0].then[0]: unknown action 'mvoe'" in service.output
     dovecot.append("INBOX", message("one"))
-    wait_until(lambda: dovecot.subjects("First") == ["one"], 10, "the old rule")
+    wait_until(lambda: subjects(dovecot, "First") == ["one"], 10, "the old rule")
 
     write_config(config, dovecot, "- {name: second, then: [{move: Second}]}\n")
     service.signal(signal.SIGHUP)
     notify.wait_for("READY=1")
     service.wait_log(f"reloaded {config}: 1 account, 1 rule")
     dovecot.append("INBOX", message("two"))
-    wait_until(lambda: dovecot.subjects("Second") == ["two"], 10, "the new rule")
-    assert dovecot.subjects("First") == ["one"]
+    wait_until(lambda: subjects(dovecot, "Second") == ["two"], 10, "the new rule")
+    assert subjects(dovecot, "First") == ["one"]
     assert service.stop() == 0
 
 
@@ -226,32 +248,52 @@ def test_sigterm_mid_batch_loses_nothing_and_exits_quickly(
     assert time.monotonic() - started < 10
     notify.wait_for("STOPPING=1")
 
-    moved, left = dovecot.subjects("Done"), dovecot.subjects("INBOX")
+    moved, left = subjects(dovecot, "Done"), subjects(dovecot, "INBOX")
     assert sorted(moved + left) == [f"m{n:02}" for n in range(20)]  # each in one place
     again = run_cli("run", "--once", "-c", str(config), "--state-dir", str(tmp_path / "state"))
     assert again.returncode == 0, again.stderr
-    assert dovecot.subjects("Done") == [f"m{n:02}" for n in range(20)]
+    assert sorted(subjects(dovecot, "Done")) == [f"m{n:02}" for n in range(20)]
     assert len(set(done.read_text().split())) == 20
 
 
-def test_a_server_without_idle_is_polled_on_the_schedule(services, tmp_path, env):
-    require_dovecot()
-    dovecot = PreauthDovecot(capability="IMAP4rev1 LITERAL+ UIDPLUS MOVE")
-    try:
-        config = write_config(
-            tmp_path / "rules.yaml",
-            dovecot,
-            "- {name: all, then: [{move: Done}]}\n",
-            account="push: idle\nschedule: {every: 1s, jitter: 0s}\n",
-        )
-        service = start(services, tmp_path, config, env, wait=False)
-        service.wait_log("the server does not offer IDLE; work is polled on its schedule")
-        service.wait_log("first run, mail already there")
-        dovecot.append("INBOX", message("polled"))
-        wait_until(lambda: dovecot.subjects("Done") == ["polled"], 10, "a poll")
-        assert service.stop() == 0
-    finally:
-        dovecot.close()
+def test_a_server_without_idle_is_polled_on_the_schedule(
+    dovecot_preauth_factory, services, tmp_path, env
+):
+    dovecot = dovecot_preauth_factory(capability="IMAP4rev1 LITERAL+ UIDPLUS MOVE")
+    config = write_config(
+        tmp_path / "rules.yaml",
+        dovecot,
+        "- {name: all, then: [{move: Done}]}\n",
+        account="push: idle\nschedule: {every: 1s, jitter: 0s}\n",
+    )
+    service = start(services, tmp_path, config, env, wait=False)
+    service.wait_log("the server does not offer IDLE; work is polled on its schedule")
+    service.wait_log("first run, mail already there")
+    dovecot.append("INBOX", message("polled"))
+    wait_until(lambda: subjects(dovecot, "Done") == ["polled"], 10, "a poll")
+    assert service.stop() == 0
+
+
+def test_a_pop3_account_is_polled_on_its_schedule(dovecot, services, tmp_path, env):
+    local = tmp_path / "Local"
+    config = tmp_path / "rules.yaml"
+    config.write_text(
+        "accounts:\n  home:\n"
+        f"    pop3: {{tunnel: [{dovecot.pop3_argv[0]}], preauth: true}}\n"
+        f"    deliver_to: {local}\n"
+        "    schedule: {every: 1s, jitter: 0s}\n"
+        "rules: []\n"
+    )
+    service = start(services, tmp_path, config, env, wait=False)
+    service.wait_log("service started")
+    dovecot.append("INBOX", message("by pop3"))
+
+    def delivered() -> list[Path]:
+        return [p for sub in ("new", "cur") for p in (local / sub).glob("*")]
+
+    (path,) = wait_until(delivered, 10, "the POP3 message in the local Maildir")
+    assert b"Subject: by pop3" in path.read_bytes()
+    assert service.stop() == 0
 
 
 def test_service_sends_notifications_from_the_outbox(maildir, tmp_path, httpserver):

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -127,6 +128,26 @@ def test_periodic_jobs_run_on_their_own_thread_with_their_own_state(tmp_path, ma
     lines = render(report)
     assert any(line.startswith("job tick: last poll") for line in lines)
     assert "  3 waiting" in lines
+
+
+def test_a_periodic_job_can_run_right_after_new_mail(tmp_path, maildir):
+    config = tmp_path / "rules.yaml"
+    config.write_text(
+        f"accounts:\n  local:\n    maildir: {maildir.root}\n"
+        "    schedule: {every: 1s, jitter: 0s}\nrules: []\n"
+    )
+    calls: list[float] = []
+    job = PeriodicJob("send", 3600, lambda ctx: calls.append(time.monotonic()), after_new_mail=True)
+    service = Service(load_config(config), tmp_path / "state", periodic=[job])
+    service.start()
+    try:
+        wait_until(lambda: calls, 10, "the job's run at start-up")
+        time.sleep(1.5)  # a poll or two with nothing new: no extra run
+        assert len(calls) == 1
+        maildir.add(subject="news")
+        wait_until(lambda: len(calls) == 2, 10, "a run after the new mail")
+    finally:
+        service.stop()
 
 
 def test_service_lock_is_taken_and_released(tmp_path):

@@ -273,8 +273,8 @@ def _accounts(data: dict[str, Any], check: Checker) -> dict[str, Account]:
         if settings.push == "idle" and settings.imap is None:
             check.error(
                 (*base, "push"),
-                f"{check.where(base)}.push: idle needs an imap account; a Maildir account is "
-                "polled on its schedule (remove push, or set push: none)",
+                f"{check.where(base)}.push: idle needs an imap account; Maildir and POP3 "
+                "accounts are polled on their schedule (remove push, or set push: none)",
             )
         if not _pop3_account_ok(settings, account, base, check):
             continue
