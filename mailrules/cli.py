@@ -101,11 +101,6 @@ def _parser() -> argparse.ArgumentParser:
     state.add_argument("--account", help="only this account")
     state.add_argument("--limit", type=int, default=50, help="audit rows to show (default 50)")
 
-    status = sub.add_parser(
-        "status", parents=[common], help="the service: per account last poll, last error, next run"
-    )
-    status.add_argument("--account", help="only this account")
-    status.add_argument("--json", action="store_true", help="as JSON")
     notify = sub.add_parser(
         "notify", parents=[common], help="send the notifications that are due (the outbox)"
     )
@@ -115,6 +110,11 @@ def _parser() -> argparse.ArgumentParser:
     notify.add_argument(
         "--budget", type=float, default=60.0, metavar="SECONDS", help="stop after (default 60)"
     )
+    status = sub.add_parser(
+        "status", parents=[common], help="the service: per account last poll, last error, next run"
+    )
+    status.add_argument("--account", help="only this account")
+    status.add_argument("--json", action="store_true", help="as JSON")
 
     folders = sub.add_parser("folders", parents=[common], help="list an account's folders")
     folders.add_argument("account")
@@ -377,23 +377,6 @@ def cmd_state(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from mailrules.service import PERIODIC_JOBS
-    from mailrules.status import collect, render
-
-    state = _state(args, create=False)
-    try:
-        report = collect(state, _state_dir(args), args.account, PERIODIC_JOBS)
-    finally:
-        if state is not None:
-            state.close()
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join(render(report)))
-    return EXIT_OK
-
-
 def cmd_notify(args: argparse.Namespace) -> int:
     from mailrules.notify.outbox import retry_dead
 
@@ -409,6 +392,23 @@ def cmd_notify(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(line or "notifications: nothing due")
     return EXIT_FAILED if dead else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from mailrules.service import PERIODIC_JOBS
+    from mailrules.status import collect, render
+
+    state = _state(args, create=False)
+    try:
+        report = collect(state, _state_dir(args), args.account, PERIODIC_JOBS)
+    finally:
+        if state is not None:
+            state.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(render(report)))
+    return EXIT_OK
 
 
 def cmd_folders(args: argparse.Namespace) -> int:
@@ -454,8 +454,8 @@ COMMANDS = {
     "explain": cmd_explain,
     "deliver": cmd_deliver,
     "state": cmd_state,
-    "status": cmd_status,
     "notify": cmd_notify,
+    "status": cmd_status,
     "folders": cmd_folders,
     "schema": cmd_schema,
     "demo": cmd_demo,

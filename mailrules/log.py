@@ -9,8 +9,7 @@
   entry's PRIORITY.
 
 Every line passes through ``mailrules.secrets.redact``, whatever the format: a token,
-password or HMAC key that mailrules has read never reaches the log, even inside a
-library's message.
+password or HMAC key that mailrules has read never reaches the log.
 """
 
 from __future__ import annotations

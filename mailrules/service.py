@@ -96,10 +96,25 @@ class PeriodicJob:
     after_new_mail: bool = False
 
 
-PERIODIC_JOBS: list[PeriodicJob] = []
-"""Jobs every service runs. The notification outbox's dispatcher belongs here, e.g.
-``PeriodicJob("outbox", 30, lambda ctx: dispatch(ctx.state, ctx.config.notifiers, 25),
-describe=<outbox depth>, after_new_mail=True)``."""
+OUTBOX_EVERY = 15.0  # seconds between sends of due notifications
+OUTBOX_BUDGET = 10.0  # seconds one send may take, so a stop is never held up long
+
+
+def _send_outbox(ctx: JobContext) -> None:
+    """Send the notifications that are due; retries and backoff live in the outbox."""
+    if not ctx.config.notifiers or ctx.stopping.is_set():
+        return
+    from mailrules.notify.outbox import dispatch
+
+    report = dispatch(ctx.state, ctx.config.notifiers, OUTBOX_BUDGET)
+    if report.sent or report.retrying or report.dead or report.digests:
+        log.info("notifications: %s", report.summary())
+
+
+PERIODIC_JOBS: list[PeriodicJob] = [
+    PeriodicJob("outbox", OUTBOX_EVERY, _send_outbox, after_new_mail=True)
+]
+"""Jobs every service runs besides polling: the notification outbox's dispatcher."""
 
 
 class AccountRuntime:

@@ -74,18 +74,6 @@ CREATE TABLE IF NOT EXISTS audit (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
-CREATE TABLE IF NOT EXISTS service_status (
-    name TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    last_run REAL,
-    last_ok REAL,
-    last_error TEXT,
-    last_error_at REAL,
-    failures INTEGER NOT NULL DEFAULT 0,
-    next_run REAL,
-    detail TEXT NOT NULL DEFAULT '',
-    updated REAL NOT NULL
-);
 CREATE TABLE IF NOT EXISTS pop3_fetched (
     account TEXT NOT NULL,
     uidl TEXT NOT NULL,
@@ -100,6 +88,18 @@ CREATE TABLE IF NOT EXISTS pop3_poll (
     settings TEXT NOT NULL,
     listing TEXT NOT NULL,
     due_at REAL
+);
+CREATE TABLE IF NOT EXISTS service_status (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    last_run REAL,
+    last_ok REAL,
+    last_error TEXT,
+    last_error_at REAL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_run REAL,
+    detail TEXT NOT NULL DEFAULT '',
+    updated REAL NOT NULL
 );
 """
 

@@ -324,3 +324,38 @@ def test_a_pop3_account_is_polled_on_its_schedule(dovecot, services, tmp_path, e
     (path,) = wait_until(delivered, 10, "the POP3 message in the local Maildir")
     assert b"Subject: by pop3" in path.read_bytes()
     assert service.stop() == 0
+
+
+def test_service_sends_notifications_from_the_outbox(maildir, tmp_path, httpserver):
+    """A message arriving while the service runs is notified without a one-shot run."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    config = tmp_path / "svc.yaml"
+    config.write_text(
+        f"accounts:\n  local:\n    maildir: {maildir.root}\n    schedule: {{every: 1s}}\n"
+        f"notifiers:\n  hook: {{webhook: {{url: {httpserver.url_for('/hook')}}}}}\n"
+        "rules:\n  - {name: alice, when: {from: alice@example.org}, then: [{notify: hook}]}\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("NOTIFY_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailrules.cli", "run", "-c", str(config),
+         "--state-dir", str(tmp_path / "state")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    try:
+        time.sleep(3)  # the first run records the (empty) baseline
+        mid = maildir.add(from_="Alice <alice@example.org>", subject="ping")
+        deadline = time.monotonic() + 30
+        while not httpserver.log and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    sent = [json.loads(request.get_data()) for request, _ in httpserver.log]
+    assert [d["message_id"] for d in sent] == [mid]

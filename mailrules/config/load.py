@@ -46,8 +46,8 @@ class Account:
     settings: AccountModel
     root: str | None = None  # Maildir accounts: the expanded path; POP3: deliver_to's
     timeout: float = 60.0
-    schedule: Schedule = field(default_factory=lambda: Schedule(every=DEFAULT_EVERY))
     delete_after: float | None = None  # POP3: seconds after delivery
+    schedule: Schedule = field(default_factory=lambda: Schedule(every=DEFAULT_EVERY))
 
     @property
     def kind(self) -> str:
@@ -276,7 +276,6 @@ def _accounts(data: dict[str, Any], check: Checker) -> dict[str, Account]:
                 f"{check.where(base)}.push: idle needs an imap account; Maildir and POP3 "
                 "accounts are polled on their schedule (remove push, or set push: none)",
             )
-            continue
         if not _pop3_account_ok(settings, account, base, check):
             continue
         if settings.maildir is not None:

@@ -16,25 +16,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
-class ImapModel(_Strict):
-    """How to reach and log in to an IMAP server."""
+class _ServerModel(_Strict):
+    """How to reach and log in to a mail server (what IMAP and POP3 accounts share)."""
 
     host: str | None = Field(None, description="Server name (not needed with tunnel).")
     port: int | None = Field(
-        None, ge=1, le=65535, description="Default: 993 for tls, 143 for starttls and plain."
+        None,
+        ge=1,
+        le=65535,
+        description="Default: 993 (IMAP) or 995 (POP3) for tls; 143 or 110 for starttls and plain.",
     )
     security: Literal["tls", "starttls", "plain"] = Field(
         "tls",
-        description="tls: implicit TLS (993). starttls: upgrade on 143, refused if the server "
-        "cannot. plain: no encryption; only to loopback unless allow_plaintext is true.",
+        description="tls: implicit TLS. starttls: STARTTLS/STLS on the plain port, refused if "
+        "the server cannot. plain: no encryption; only to loopback unless allow_plaintext.",
     )
     allow_plaintext: bool = Field(
         False, description="Permit security: plain to a host that is not loopback."
     )
     tunnel: list[str] | None = Field(
         None,
-        description="Run this command (argv) and speak IMAP over its stdin/stdout, "
-        "pre-authenticated, e.g. [ssh, mailhost, /usr/lib/dovecot/imap].",
+        description="Run this command (argv) and speak the protocol over its stdin/stdout, "
+        "e.g. [ssh, mailhost, /usr/lib/dovecot/imap].",
     )
     username: str | None = Field(None, description="Login name.")
     password: str | None = Field(
@@ -49,18 +52,38 @@ class ImapModel(_Strict):
     oauth2_token_command: list[str] | None = Field(
         None, description="Command (argv) that prints an OAuth2 access token; run per login."
     )
-    oauth2_mechanism: Literal["xoauth2", "oauthbearer"] = Field(
-        "xoauth2", description="SASL mechanism for the OAuth2 token."
-    )
     ca_file: str | None = Field(None, description="CA certificate(s) to trust (PEM).")
     fingerprint: str | None = Field(
         None, description="Pin the server certificate: sha256:<64 hex digits>."
     )
     timeout: str | int = Field("60s", description="Connect and read timeout (30s, 2m).")
+
+
+class ImapModel(_ServerModel):
+    """How to reach and log in to an IMAP server. A tunnel is pre-authenticated."""
+
+    oauth2_mechanism: Literal["xoauth2", "oauthbearer"] = Field(
+        "xoauth2", description="SASL mechanism for the OAuth2 token."
+    )
     server_search: bool = Field(
         True,
         description="On a full pass (--all, existing: process), let the server's SEARCH skip "
         "messages no rule can match; the rules still decide every candidate exactly.",
+    )
+
+
+class Pop3Model(_ServerModel):
+    """How to reach and log in to a POP3 server."""
+
+    preauth: bool = Field(
+        False,
+        description="The tunnel command is already logged in and sends no greeting (Dovecot's "
+        "pop3 run directly): mailrules supplies the +OK greeting and does not log in.",
+    )
+    auth: Literal["auto", "user", "apop", "plain", "xoauth2"] = Field(
+        "auto",
+        description="auto: XOAUTH2 with oauth2_token_command, else USER/PASS, else AUTH PLAIN. "
+        "apop only when asked (it needs the server's greeting timestamp).",
     )
 
 
@@ -80,56 +103,6 @@ class ScheduleModel(_Strict):
         "one server do not all connect at once. Default: a tenth of every (at most 30s); "
         "none for cron.",
     )
-
-
-class Pop3Model(_Strict):
-    """How to reach and log in to a POP3 server."""
-
-    host: str | None = Field(None, description="Server name (not needed with tunnel).")
-    port: int | None = Field(
-        None, ge=1, le=65535, description="Default: 995 for tls, 110 for starttls and plain."
-    )
-    security: Literal["tls", "starttls", "plain"] = Field(
-        "tls",
-        description="tls: implicit TLS (995). starttls: STLS on 110, refused if the server "
-        "does not offer it. plain: no encryption; only to loopback unless allow_plaintext.",
-    )
-    allow_plaintext: bool = Field(
-        False, description="Permit security: plain to a host that is not loopback."
-    )
-    tunnel: list[str] | None = Field(
-        None,
-        description="Run this command (argv) and speak POP3 over its stdin/stdout, e.g. "
-        "[openssl, s_client, -quiet, -connect, 'host:995'] or [ssh, host, /usr/lib/dovecot/pop3].",
-    )
-    preauth: bool = Field(
-        False,
-        description="The tunnel command is already logged in and sends no greeting (Dovecot's "
-        "pop3 run directly): mailrules supplies the +OK greeting and does not log in.",
-    )
-    username: str | None = Field(None, description="Login name.")
-    password: str | None = Field(
-        None, description="The password itself; prefer password_file or password_command."
-    )
-    password_file: str | None = Field(
-        None, description="File holding the password (relative: in $CREDENTIALS_DIRECTORY)."
-    )
-    password_command: list[str] | None = Field(
-        None, description="Command (argv) that prints the password, e.g. [pass, show, mail]."
-    )
-    oauth2_token_command: list[str] | None = Field(
-        None, description="Command (argv) that prints an OAuth2 access token; run per login."
-    )
-    auth: Literal["auto", "user", "apop", "plain", "xoauth2"] = Field(
-        "auto",
-        description="auto: XOAUTH2 with oauth2_token_command, else USER/PASS, else AUTH PLAIN. "
-        "apop only when asked (it needs the server's greeting timestamp).",
-    )
-    ca_file: str | None = Field(None, description="CA certificate(s) to trust (PEM).")
-    fingerprint: str | None = Field(
-        None, description="Pin the server certificate: sha256:<64 hex digits>."
-    )
-    timeout: str = Field("60s", description="Connect and read timeout.")
 
 
 class AccountModel(_Strict):

@@ -7,6 +7,7 @@ otherwise wait for the full read timeout, or forever without one.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 from mailrules.errors import SourceError
@@ -25,8 +26,17 @@ def set_keepalive(sock: socket.socket) -> None:
         ("TCP_KEEPCNT", KEEPALIVE_COUNT),
     ):
         option = getattr(socket, name, None)
-        if option is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+        if option is not None:  # Linux names; other systems keep their defaults
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+def enable_keepalive(sock: socket.socket) -> bool:
+    """Keepalive on an IPv4/IPv6 socket; False for others (a tunnel's socketpair)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    set_keepalive(sock)
+    return True
 
 
 def connect(host: str, port: int, timeout: float, label: str) -> socket.socket:

@@ -108,4 +108,9 @@ class Tunnel:
                 self.proc.kill()
                 self.proc.wait()
         for thread in self._threads:  # they end at the child's EOF and close its pipes
-            thread.join(timeout=2)
+            if thread is not threading.current_thread():
+                thread.join(timeout=2)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
