@@ -36,6 +36,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -111,8 +112,18 @@ def _send_outbox(ctx: JobContext) -> None:
         log.info("notifications: %s", report.summary())
 
 
+def _outbox_depth(state: State) -> str:
+    """For ``mailrules status``: how many notifications wait, and how many were given up."""
+    try:
+        counts = dict(state.db.execute("SELECT state, count(*) FROM outbox GROUP BY state"))
+    except sqlite3.Error:  # a state file from before the outbox existed
+        counts = {}
+    waiting = counts.get("pending", 0) + counts.get("held", 0)
+    return f"outbox: {waiting} waiting, {counts.get('dead', 0)} given up"
+
+
 PERIODIC_JOBS: list[PeriodicJob] = [
-    PeriodicJob("outbox", OUTBOX_EVERY, _send_outbox, after_new_mail=True)
+    PeriodicJob("outbox", OUTBOX_EVERY, _send_outbox, _outbox_depth, after_new_mail=True)
 ]
 """Jobs every service runs besides polling: the notification outbox's dispatcher."""
 
@@ -207,11 +218,6 @@ class Service:
             )
         self.scheduler.start()
         self._save_status(keep=True)
-        if getattr(self.config, "notifiers", None) and not self.periodic:
-            log.warning(
-                "this service queues notifications but has no job that sends them "
-                "(PERIODIC_JOBS is empty); 'mailrules notify' sends what is due"
-            )
         log.info(
             "service started (pid %d): %s; state in %s",
             os.getpid(),

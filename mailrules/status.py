@@ -101,8 +101,8 @@ def render(report: dict[str, Any]) -> list[str]:
     if not report["accounts"] and not report["jobs"]:
         lines.append("no service status recorded yet (it is written by 'mailrules run')")
 
-    def times(entry: dict[str, Any]) -> str:
-        text = f"last poll {_when(entry['last_poll'])}"
+    def times(entry: dict[str, Any], what: str = "poll") -> str:
+        text = f"last {what} {_when(entry['last_poll'])}"
         if entry["last_poll"]:
             ok = entry["failures_in_a_row"] == 0
             text += " (ok)" if ok else f" (failed, {entry['failures_in_a_row']} in a row)"
@@ -125,7 +125,7 @@ def render(report: dict[str, Any]) -> list[str]:
             if idle["last_error"]:
                 lines.append(f"    last error {_when(idle['last_error_at'])}: {idle['last_error']}")
     for entry in report["jobs"]:
-        lines.append(f"job {entry['name']}: {times(entry)}")
+        lines.append(f"job {entry['name']}: {times(entry, 'run')}")
         if entry.get("info"):
             lines.append(f"  {entry['info']}")
         if entry["last_error"]:

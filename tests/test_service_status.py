@@ -126,7 +126,7 @@ def test_periodic_jobs_run_on_their_own_thread_with_their_own_state(tmp_path, ma
     assert entry["name"] == "tick" and entry["info"] == "3 waiting"
     assert "RuntimeError('the second run fails')" in entry["last_error"]
     lines = render(report)
-    assert any(line.startswith("job tick: last poll") for line in lines)
+    assert any(line.startswith("job tick: last run") for line in lines)
     assert "  3 waiting" in lines
 
 
