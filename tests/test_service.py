@@ -356,3 +356,22 @@ def test_service_sends_notifications_from_the_outbox(maildir, tmp_path, httpserv
     assert proc.returncode == 0, err.decode()
     sent = [json.loads(request.get_data()) for request, _ in httpserver.log]
     assert [d["message_id"] for d in sent] == [mid]
+
+
+def test_idle_over_tls_to_a_daemon(dovecot_server, services, tmp_path, env):
+    server = dovecot_server
+    config = tmp_path / "rules.yaml"
+    config.write_text(
+        "accounts:\n  work:\n"
+        f"    imap: {{host: 127.0.0.1, port: {server.imaps_port}, security: tls, "
+        f"ca_file: '{server.ca_file}', username: {server.username}, "
+        f"password: {server.password}}}\n"
+        "    push: idle\n    schedule: {every: 1h}\n"
+        "rules:\n  - {name: all, then: [{move: Done}]}\n"
+    )
+    service = start(services, tmp_path, config, env)
+    for n in range(2):  # the second after the watcher went back to IDLE over TLS
+        server.append("INBOX", message(f"tls {n}"))
+        want = [f"tls {k}" for k in range(n + 1)]
+        wait_until(lambda want=want: subjects(server, "Done") == want, 10, "IDLE over TLS")
+    assert service.stop() == 0

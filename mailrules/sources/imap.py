@@ -235,8 +235,11 @@ class ImapMailbox:
 
     def close(self) -> None:
         if self._client is not None:
-            with contextlib.suppress(Exception):  # the connection may already be gone
+            try:
                 self._client.logout()
+            except Exception:  # the connection is gone already: still close the socket
+                with contextlib.suppress(Exception):
+                    self._client.shutdown()
         self._client = None
         self._selected = None
         self._readonly = False
