@@ -285,9 +285,9 @@ def _send_notifications(config, state: State, budget: float) -> tuple[int, str]:
 
 
 def _quick_poll(args: argparse.Namespace) -> bool:
-    """POP3 accounts exactly as the last clean run left them: nothing to load or do."""
+    """Accounts exactly as the last clean run left them: nothing to load or do."""
     from mailrules.config.find import discover
-    from mailrules.sources.pop3_quick import nothing_new
+    from mailrules.quick_poll import nothing_new
 
     base = Path(args.state_dir) if args.state_dir else default_state_dir()
     return nothing_new(discover(args.config), base / "state.sqlite3", args.account)

@@ -87,6 +87,9 @@ def run_once(
             bind_state(state, options.dry_run, config)
         try:
             run_account(account, box, state, config.rules, options, report)
+            remember_poll = getattr(box, "remember_poll", None)  # IMAP: for the quick poll
+            if remember_poll is not None and state is not None and not options.dry_run:
+                remember_poll(state, config.path, list(config.accounts), account.settings.folders)
         except (SourceError, StateError) as exc:
             log.error("account %s: %s", name, exc)
             report.failed_accounts.append(name)

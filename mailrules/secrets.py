@@ -25,13 +25,15 @@ import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mailrules.commands import CommandFailed, run_command
-from mailrules.config.yaml_loader import Path
 from mailrules.errors import CredentialError
-from mailrules.rules.checker import Checker
+
+if TYPE_CHECKING:  # annotations only: the quick poll imports this module and must stay light
+    from mailrules.config.yaml_loader import Path
+    from mailrules.rules.checker import Checker
 
 FORMS = ("_file", "_env", "_command", "_credential", "")
 COMMAND_TIMEOUT = 30.0

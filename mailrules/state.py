@@ -14,9 +14,10 @@ One file in the state directory. Tables:
   delivered locally (fsynced) and whether a rule asked to delete it from the server.
   DELE is decided from these rows alone, so a DELE that a dropped connection undid
   (it takes effect only at QUIT) and ``delete_after`` are done again on a later run.
-* ``pop3_poll``: per POP3 account, what a quick poll compares against after a clean
-  session: the config's digest, the settings, a digest of the UIDLs left on the server
-  (all of them handled), and when the next ``delete_after`` deletion falls due.
+* ``quick_poll``: per IMAP or POP3 account, what a quick poll compares against after a
+  clean run (``mailrules.quick_poll``): the config's digest, the connection settings
+  (never a secret), a marker (POP3: a digest of the UIDLs left on the server; IMAP:
+  the watched folders), and when the next ``delete_after`` deletion falls due.
 * ``service_status``: what the long-running service last did per account, IDLE
   connection and periodic job (last run, last error, next run), for ``mailrules status``.
 
@@ -33,10 +34,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailrules import failpoints
 from mailrules.errors import StateError
 from mailrules.notify import store as outbox_store
+
+if TYPE_CHECKING:
+    from mailrules.quick_poll import QuickRecord
 
 SCHEMA_VERSION = 1
 SEEN_KEEP = 30 * 86400  # seconds a handled IMAP message's Message-ID is remembered
@@ -81,12 +86,14 @@ CREATE TABLE IF NOT EXISTS pop3_fetched (
     dele INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (account, uidl)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS pop3_poll (
+DROP TABLE IF EXISTS pop3_poll;
+CREATE TABLE IF NOT EXISTS quick_poll (
     account TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
     config TEXT NOT NULL,
     accounts TEXT NOT NULL,
     settings TEXT NOT NULL,
-    listing TEXT NOT NULL,
+    marker TEXT NOT NULL,
     due_at REAL
 );
 CREATE TABLE IF NOT EXISTS service_status (
@@ -432,25 +439,27 @@ class State:
             ]
         )
 
-    def set_pop3_poll(
-        self,
-        account: str,
-        config: str,
-        accounts: str,
-        settings: str,
-        listing: str,
-        due_at: float | None,
-    ) -> None:
-        """Record what a quick poll of this account may compare against (see pop3_quick)."""
+    def set_quick_poll(self, account: str, kind: str, record: QuickRecord) -> None:
+        """Record what a quick poll of this account may compare against (see quick_poll).
+
+        An identical record is not written again: a steady poll stays read-only."""
+        row = (kind, record.config, record.accounts, record.settings, record.marker, record.due_at)
+        found = self.db.execute(
+            "SELECT kind, config, accounts, settings, marker, due_at FROM quick_poll "
+            "WHERE account=?",
+            (account,),
+        ).fetchone()
+        if found == row:
+            return
         self._write(
             [
                 (
-                    "INSERT OR REPLACE INTO pop3_poll (account, config, accounts, settings, "
-                    "listing, due_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(account, config, accounts, settings, listing, due_at)],
+                    "INSERT OR REPLACE INTO quick_poll (account, kind, config, accounts, "
+                    "settings, marker, due_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(account, *row)],
                 )
             ]
         )
 
-    def drop_pop3_poll(self, account: str) -> None:
-        self._write([("DELETE FROM pop3_poll WHERE account=?", [(account,)])])
+    def drop_quick_poll(self, account: str) -> None:
+        self._write([("DELETE FROM quick_poll WHERE account=?", [(account,)])])

@@ -146,7 +146,7 @@ def test_delete_after_removes_mail_delivered_long_enough_ago(box, run_cli, tmp_p
     db = sqlite3.connect(tmp_path / "state" / "state.sqlite3")
     with db:  # a day passes
         db.execute("UPDATE pop3_fetched SET delivered_at = delivered_at - 86401")
-        db.execute("UPDATE pop3_poll SET due_at = due_at - 86401")
+        db.execute("UPDATE quick_poll SET due_at = due_at - 86401")
     db.close()
 
     result = run(run_cli, config)
@@ -219,7 +219,7 @@ def test_quick_poll_answers_from_one_listing_and_steps_aside_for_changes(box, ru
     config = write_config(tmp_path, pop3, existing="process")
     assert run(run_cli, config).returncode == 0
     db = sqlite3.connect(tmp_path / "state" / "state.sqlite3")
-    assert db.execute("SELECT count(*) FROM pop3_poll").fetchone() == (1,)
+    assert db.execute("SELECT count(*) FROM quick_poll").fetchone() == (1,)
     db.close()
 
     quick = run(run_cli, config, "-vv")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import json
 import logging
 import re
 import select
@@ -27,7 +28,7 @@ import socket
 import ssl
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError, LoginError
@@ -41,6 +42,9 @@ from mailrules.sources.base import Known, MessageRef, Result, Scan
 from mailrules.transport.tcp import set_keepalive
 from mailrules.transport.tls import TLSError, check_fingerprint, make_context
 from mailrules.transport.tunnel import Tunnel
+
+if TYPE_CHECKING:
+    from mailrules.state import State
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -326,6 +330,28 @@ class ImapMailbox:
         except IMAPClientError:
             log.warning("%s: created %s but could not subscribe to it", self.label, folder)
         log.info("%s: created folder %s", self.label, folder)
+
+    def remember_poll(
+        self, state: State, config_path: str, accounts: list[str], folders: list[str]
+    ) -> None:
+        """After a run that read every watched folder: what a quick poll compares against.
+
+        The folders' cursors are in the state already; the record adds how to connect
+        and each folder's name on the server (see ``mailrules.quick_poll``)."""
+        from mailrules.quick_poll import QuickRecord, config_digest, server_settings
+
+        digest = config_digest(config_path)
+        if digest is None or self._client is None:
+            state.drop_quick_poll(self.account)
+            return
+        settings = server_settings("imap", self.account, self.settings, self.timeout)
+        record = QuickRecord(
+            config=digest,
+            accounts=json.dumps(sorted(accounts)),
+            settings=json.dumps(settings),
+            marker=json.dumps({folder: self.server_name(folder) for folder in folders}),
+        )
+        state.set_quick_poll(self.account, "imap", record)
 
     # -- finding new mail -----------------------------------------------------------------
 

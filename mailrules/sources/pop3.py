@@ -113,7 +113,7 @@ class Pop3Mailbox(Connector):
         """The state database: what was fetched before, and where to record deliveries.
 
         ``config`` (its file and account names) lets a clean session leave a record for
-        the quick poll (``pop3_quick``)."""
+        the quick poll (``mailrules.quick_poll``)."""
         self._state = state
         self._dry_run = dry_run
         self._config = config
@@ -147,29 +147,35 @@ class Pop3Mailbox(Connector):
 
     def _remember_poll(self, deleted: set[str]) -> None:
         """After a clean session, what a quick poll compares against; else no record."""
-        from mailrules.sources.pop3_quick import config_digest, listing_digest
+        from mailrules.quick_poll import QuickRecord, config_digest, server_settings
+        from mailrules.sources.pop3_quick import listing_digest
 
         assert self._state is not None
-        state, s = self._state, self.settings
+        state = self._state
         remaining = [i for i in self._messages if i not in deleted]
         config = config_digest(self._config.path) if self._config else None
-        if config is None or self._digest_mode or s.password is not None:
-            state.drop_pop3_poll(self.account)
+        if config is None or self._digest_mode:
+            state.drop_quick_poll(self.account)
             return
         fetched = state.pop3_fetched(self.account)
         handled = state.seen_uids(self.account, "INBOX", VALIDITY).union(fetched)
         if any(i not in handled for i in remaining):
-            state.drop_pop3_poll(self.account)
+            state.drop_quick_poll(self.account)
             return
         due = None
         if self.delete_after is not None:
             times = [fetched[i][0] + self.delete_after for i in remaining if i in fetched]
             due = min(times, default=None)
         assert self._config is not None
-        settings = {"pop3": s.model_dump(), "timeout": self.timeout}
-        accounts = json.dumps(sorted(self._config.accounts))
-        listing = listing_digest(remaining)
-        state.set_pop3_poll(self.account, config, accounts, json.dumps(settings), listing, due)
+        settings = server_settings("pop3", self.account, self.settings, self.timeout)
+        record = QuickRecord(
+            config=config,
+            accounts=json.dumps(sorted(self._config.accounts)),
+            settings=json.dumps(settings),
+            marker=listing_digest(remaining),
+            due_at=due,
+        )
+        state.set_quick_poll(self.account, "pop3", record)
 
     # -- finding new mail -----------------------------------------------------------------
 
