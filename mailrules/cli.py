@@ -19,12 +19,16 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailrules import __version__
 from mailrules import log as logsetup
+from mailrules.config.find import default_state_dir
 from mailrules.errors import ConfigError, MailrulesError
 from mailrules.lock import LockedError, StateLock
-from mailrules.state import State, default_state_dir
+
+if TYPE_CHECKING:
+    from mailrules.state import State
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_ACCOUNT, EXIT_TEMPFAIL = 0, 1, 2, 3, 75
 EXIT_LOCKED = 4
@@ -170,6 +174,8 @@ def _state(args: argparse.Namespace, create: bool = True) -> State | None:
     path = _state_dir(args) / "state.sqlite3"
     if not create and not path.exists():
         return None
+    from mailrules.state import State
+
     return State(path)
 
 
@@ -289,8 +295,7 @@ def _quick_poll(args: argparse.Namespace) -> bool:
     from mailrules.config.find import discover
     from mailrules.quick_poll import nothing_new
 
-    base = Path(args.state_dir) if args.state_dir else default_state_dir()
-    return nothing_new(discover(args.config), base / "state.sqlite3", args.account)
+    return nothing_new(discover(args.config), _state_dir(args) / "state.sqlite3", args.account)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

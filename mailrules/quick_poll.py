@@ -61,6 +61,10 @@ class Question:
     def password(self) -> str | None:
         """The password written in the config, if the record says it is there."""
         where = self.settings.get("password_at")
+        if isinstance(where, dict):
+            with open(self.config, "rb") as f:
+                f.seek(where["offset"])
+                return f.read(where["length"]).decode("utf-8")
         return inline_password(self.config, where) if where else None
 
 
@@ -158,15 +162,27 @@ def inline_password(config: Path, where: list[str]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def server_settings(kind: str, account: str, model: Any, timeout: float) -> dict[str, Any]:
+def server_settings(
+    kind: str, account: str, model: Any, timeout: float, config: str
+) -> dict[str, Any]:
     """How the quick poll reaches an account's server, as stored: never a secret.
 
     ``model`` is the account's ImapModel or Pop3Model, whose settings sit under ``kind``
-    in the config. A password written in the config is left out; ``password_at`` says
-    where the quick poll finds it again."""
+    in the config file ``config``. A password written in the config is left out;
+    ``password_at`` says where the quick poll finds it again: where its text starts in
+    the file (the file is byte for byte the same whenever the record is used), or, for a
+    password written with escapes, its key path."""
     data = model.model_dump()
     del data["password"]
     settings: dict[str, Any] = {kind: data, "timeout": timeout}
     if model.password is not None:
-        settings["password_at"] = ["accounts", account, kind, "password"]
+        secret = model.password.encode("utf-8")
+        try:
+            offset = Path(config).read_bytes().find(secret)
+        except OSError:
+            offset = -1
+        if offset >= 0:
+            settings["password_at"] = {"offset": offset, "length": len(secret)}
+        else:
+            settings["password_at"] = ["accounts", account, kind, "password"]
     return settings

@@ -28,7 +28,6 @@ once), never skipped.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -109,14 +108,6 @@ CREATE TABLE IF NOT EXISTS service_status (
     updated REAL NOT NULL
 );
 """
-
-
-def default_state_dir() -> Path:
-    """$STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/mailrules, else ~/.local/state."""
-    if os.environ.get("STATE_DIRECTORY"):
-        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
-    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return Path(base) / "mailrules"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""Where the config file is: -c, $MAILRULES_CONFIG, the XDG path, /etc.
+"""Where the config file is (-c, $MAILRULES_CONFIG, the XDG path, /etc) and where the
+state lives ($STATE_DIRECTORY, the XDG state path).
 
-Kept apart from ``load`` (which needs pydantic) so that a quick poll can find and
-fingerprint the config without importing the validation machinery.
+Kept apart from ``load`` (which needs pydantic) and ``state`` so that a quick poll can
+find and fingerprint the config without importing the validation machinery.
 """
 
 from __future__ import annotations
@@ -35,3 +36,11 @@ def discover(explicit: str | None) -> FsPath:
             )
         ]
     )
+
+
+def default_state_dir() -> FsPath:
+    """$STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/mailrules, else ~/.local/state."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return FsPath(os.environ["STATE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return FsPath(base) / "mailrules"

@@ -344,7 +344,7 @@ class ImapMailbox:
         if digest is None or self._client is None:
             state.drop_quick_poll(self.account)
             return
-        settings = server_settings("imap", self.account, self.settings, self.timeout)
+        settings = server_settings("imap", self.account, self.settings, self.timeout, config_path)
         record = QuickRecord(
             config=digest,
             accounts=json.dumps(sorted(accounts)),

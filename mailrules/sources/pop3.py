@@ -167,7 +167,9 @@ class Pop3Mailbox(Connector):
             times = [fetched[i][0] + self.delete_after for i in remaining if i in fetched]
             due = min(times, default=None)
         assert self._config is not None
-        settings = server_settings("pop3", self.account, self.settings, self.timeout)
+        settings = server_settings(
+            "pop3", self.account, self.settings, self.timeout, self._config.path
+        )
         record = QuickRecord(
             config=config,
             accounts=json.dumps(sorted(self._config.accounts)),
