@@ -39,6 +39,7 @@ from mailrules.errors import CredentialError, FolderError, SourceError
 from mailrules.message import MessageView
 from mailrules.rules.search import needs_utf8
 from mailrules.sources.base import Known, MessageRef, Result, Scan
+from mailrules.sources.imap_fetch import FetchError, fetch_stream
 from mailrules.transport.tcp import set_keepalive
 from mailrules.transport.tls import TLSError, check_fingerprint, make_context
 from mailrules.transport.tunnel import Tunnel
@@ -100,6 +101,22 @@ def uid_set(uids: list[int]) -> str:
     return ",".join(out)
 
 
+def uid_sets(uids: list[int]) -> list[str]:
+    """Compact UID sets of at most about SET_CHARS characters, one per command."""
+    out: list[str] = []
+    current: list[str] = []
+    size = 0
+    for part in uid_set(uids).split(","):
+        if current and size + len(part) >= SET_CHARS:
+            out.append(",".join(current))
+            current, size = [], 0
+        current.append(part)
+        size += len(part) + 1
+    if current:
+        out.append(",".join(current))
+    return out
+
+
 def parse_uid_set(text: str) -> list[int]:
     out: list[int] = []
     for part in text.split(","):
@@ -130,6 +147,7 @@ class ImapMailbox:
         self._warned_uidplus = False
         self._moved: dict[tuple[str, str], tuple[str, str]] = {}  # (folder, uid) -> new place
         self._gone: set[tuple[str, str]] = set()  # moved, to an unknown UID
+        self._fetches = 0  # streamed FETCHes so far: their tags
 
     # -- connection -----------------------------------------------------------------------
 
@@ -472,40 +490,63 @@ class ImapMailbox:
     def views(
         self, refs: list[MessageRef], needs: frozenset[str]
     ) -> Iterator[tuple[MessageRef, MessageView]]:
+        """Header views, streamed: the rules decide on each while the server sends the rest.
+
+        When a rule reads bodies, every header is read first, since a body is fetched on
+        the same connection."""
         if not refs:
             return
         folder = refs[0].folder
         self._select(folder)
         headers = sorted({*BASE_FIELDS, *(n[7:].upper() for n in needs if n.startswith("header:"))})
-        fields = f"BODY.PEEK[HEADER.FIELDS ({' '.join(headers)})]".encode()
+        items = f"UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS ({' '.join(headers)})]"
         by_uid = {int(r.uid): r for r in refs}
-        data = self._fetch(sorted(by_uid), [b"FLAGS", b"RFC822.SIZE", b"INTERNALDATE", fields])
-        for uid in sorted(by_uid):
-            item = data.get(uid)
-            if item is None:
-                log.info("%s/%s: UID %d vanished before it was read", self.account, folder, uid)
+        stream = self._fetch_stream(sorted(by_uid), items)
+        if needs & {"body", "raw"}:
+            stream = iter(list(stream))
+        got: set[int] = set()
+        for uid, item in stream:
+            ref = by_uid.get(uid)
+            if ref is None or uid in got:
                 continue
-            ref = by_uid[uid]
-            raw_flags = [
-                f if isinstance(f, bytes) else str(f).encode() for f in item.get(b"FLAGS", ())
-            ]
-            arrived = item.get(b"INTERNALDATE")
-            yield (
-                ref,
-                MessageView(
-                    header_block=_header_bytes(item),
-                    name=f"UID {uid}",
-                    size=item.get(b"RFC822.SIZE"),  # type: ignore[arg-type]
-                    arrived=arrived if isinstance(arrived, datetime) else None,
-                    flags=frozenset(
-                        NAME_FLAGS[f.lower()] for f in raw_flags if f.lower() in NAME_FLAGS
-                    ),
-                    keywords=frozenset(
-                        f.decode("utf-8", "replace") for f in raw_flags if not f.startswith(b"\\")
-                    ),
-                    load_bytes=lambda ref=ref: self._body(ref),
-                ),
-            )
+            got.add(uid)
+            yield ref, self._view(ref, uid, item)
+        for uid in sorted(set(by_uid) - got):
+            log.info("%s/%s: UID %d vanished before it was read", self.account, folder, uid)
+
+    def _fetch_stream(
+        self, uids: list[int], items: str
+    ) -> Iterator[tuple[int, dict[bytes, object]]]:
+        """FETCH responses as they arrive (see imap_fetch); a failure drops the connection."""
+        client = self._conn()
+        self._fetches += 1
+        finished = False
+        try:
+            yield from fetch_stream(client._imap, uid_sets(uids), items, b"MR%d." % self._fetches)
+            finished = True
+        except FetchError as exc:
+            raise SourceError(f"{self.label}: FETCH failed: {exc}") from None
+        except _NETWORK_ERRORS as exc:
+            raise SourceError(f"{self.label}: connection lost during FETCH: {exc}") from None
+        finally:
+            if not finished:  # responses may be left unread: the connection is unusable
+                self.close()
+
+    def _view(self, ref: MessageRef, uid: int, item: dict[bytes, object]) -> MessageView:
+        raw_flags = [f if isinstance(f, bytes) else str(f).encode() for f in item.get(b"FLAGS", ())]  # type: ignore[union-attr]
+        arrived = item.get(b"INTERNALDATE")
+        size = item.get(b"RFC822.SIZE")
+        return MessageView(
+            header_block=_header_bytes(item),
+            name=f"UID {uid}",
+            size=size if isinstance(size, int) else None,
+            arrived=arrived if isinstance(arrived, datetime) else None,
+            flags=frozenset(NAME_FLAGS[f.lower()] for f in raw_flags if f.lower() in NAME_FLAGS),
+            keywords=frozenset(
+                f.decode("utf-8", "replace") for f in raw_flags if not f.startswith(b"\\")
+            ),
+            load_bytes=lambda ref=ref: self._body(ref),
+        )
 
     def _body(self, ref: MessageRef) -> bytes:
         key = (ref.folder, ref.location)
