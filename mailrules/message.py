@@ -223,11 +223,25 @@ class MessageView:
     @cached_property
     def fields(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for name, value in parse_header_lines(self.header_block, self.defects):
+        # Parsed again after compact(): its defects were reported the first time.
+        defects = [] if self.__dict__.get("_compacted") else self.defects
+        for name, value in parse_header_lines(self.header_block, defects):
             out.setdefault(name.lower(), []).append(value)
         if not out:
             self.defects.append("no header fields (an empty file, or not a message)")
         return out
+
+    def compact(self) -> None:
+        """Once the rules have decided: keep what logs, the audit and the state read (the
+        subject, Message-ID and From) and let the other parsed fields go. A run holds a
+        batch of thousands of views until their actions are done; anything else asked
+        later is parsed again from the header block."""
+        self.subject, self.message_id, self.addresses("from")
+        cache = self.__dict__.get("_addr_cache")
+        if cache:
+            self.__dict__["_addr_cache"] = {"from": cache["from"]}
+        self.__dict__.pop("fields", None)
+        self.__dict__["_compacted"] = True
 
     def has_header(self, name: str) -> bool:
         return name.lower() in self.fields

@@ -229,6 +229,7 @@ class FolderRun:
                     view.name,
                     "; ".join(view.defects[:3]),
                 )
+            view.compact()
             if decision.steps:
                 items.append(Item(ref, view, decision.steps))
             else:
@@ -294,6 +295,8 @@ class FolderRun:
                 if folder in watched and folder != self.folder:
                     seen.setdefault(folder, []).append(Seen(uid, view.message_id, dest_validity))
         self.state.commit(name, validity, seen, forget, audit, outbox=outbox)  # type: ignore[union-attr]
+        for item in items:  # recorded: where copies went is needed no longer
+            item.ref.arrived_in.clear()
         if outbox:
             failpoints.reached()  # queued, not sent: the crash tests stop here too
 

@@ -17,7 +17,7 @@ from mailrules.message import MessageView
 Result = str | None  # None: done; text: why it failed
 
 
-@dataclass
+@dataclass(slots=True)
 class MessageRef:
     """One message in one folder. ``uid`` is stable for as long as it stays there.
 
