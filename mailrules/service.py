@@ -88,6 +88,8 @@ class PeriodicJob:
     depth); it gets a State and runs in the ``status`` command's process.
     ``after_new_mail``: also run right after any account run that found new mail (a
     notification dispatcher, so that a notice goes out seconds after the mail came).
+    ``wanted``: whether the (current) config needs the job at all; when it does not,
+    the job's turns cost nothing, not even opening the state.
     """
 
     name: str
@@ -95,6 +97,7 @@ class PeriodicJob:
     run: Callable[[JobContext], None]
     describe: Callable[[State], str] | None = None
     after_new_mail: bool = False
+    wanted: Callable[[Config], bool] | None = None
 
 
 OUTBOX_EVERY = 15.0  # seconds between sends of due notifications
@@ -103,7 +106,7 @@ OUTBOX_BUDGET = 10.0  # seconds one send may take, so a stop is never held up lo
 
 def _send_outbox(ctx: JobContext) -> None:
     """Send the notifications that are due; retries and backoff live in the outbox."""
-    if not ctx.config.notifiers or ctx.stopping.is_set():
+    if ctx.stopping.is_set():
         return
     from mailrules.notify.outbox import dispatch
 
@@ -123,7 +126,14 @@ def _outbox_depth(state: State) -> str:
 
 
 PERIODIC_JOBS: list[PeriodicJob] = [
-    PeriodicJob("outbox", OUTBOX_EVERY, _send_outbox, _outbox_depth, after_new_mail=True)
+    PeriodicJob(
+        "outbox",
+        OUTBOX_EVERY,
+        _send_outbox,
+        _outbox_depth,
+        after_new_mail=True,
+        wanted=lambda config: bool(config.notifiers),
+    )
 ]
 """Jobs every service runs besides polling: the notification outbox's dispatcher."""
 
@@ -635,7 +645,7 @@ class Service:
         with self._busy:
             self._active += 1
         try:
-            if self.stopping.is_set():
+            if self.stopping.is_set() or (job.wanted and not job.wanted(self.config)):
                 return
             status = self.job_status[job.name]
             status.last_run = time.time()

@@ -150,6 +150,26 @@ def test_a_periodic_job_can_run_right_after_new_mail(tmp_path, maildir):
         service.stop()
 
 
+def test_a_job_the_config_does_not_want_costs_nothing(tmp_path, maildir):
+    """The outbox's dispatcher with no notifiers configured: it never opens the state."""
+    config = tmp_path / "rules.yaml"
+    config.write_text(
+        f"accounts:\n  local:\n    maildir: {maildir.root}\n"
+        "    schedule: {every: 1h}\nrules: []\n"
+    )
+    calls: list[str] = []
+    wanted = PeriodicJob("wanted", 0.1, lambda ctx: calls.append("wanted"))
+    idle = PeriodicJob("idle", 0.1, lambda ctx: calls.append("idle"), wanted=lambda c: False)
+    service = Service(load_config(config), tmp_path / "state", periodic=[wanted, idle])
+    service.start()
+    try:
+        wait_until(lambda: calls.count("wanted") >= 3, 10, "three runs of the wanted job")
+    finally:
+        service.stop()
+    assert "idle" not in calls
+    assert service.job_status["idle"].last_run is None
+
+
 def test_service_lock_is_taken_and_released(tmp_path):
     from mailrules.lock import LockedError, StateLock, holder
 
