@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -438,3 +439,37 @@ def test_notify_when_alice_replies_on_imap_once(dovecot_preauth, tmp_path, run_c
     assert run_cli("run", "--once", "-c", str(path)).returncode == 0
     sent = [json.loads(request.get_data()) for request, _ in httpserver.log]
     assert [(d["message_id"], d["text"]) for d in sent] == [("<r1@t>", "Alice: Re: lunch")]
+
+
+UTF8_TUNNEL = Path(__file__).with_name("imap_utf8_tunnel.py")
+
+
+def test_utf8_accept_is_enabled_where_offered_and_names_go_as_utf8(
+    dovecot_preauth, tmp_path, run_cli
+):
+    box = dovecot_preauth
+    box.append("INBOX", message("u1", "a@client.example", "Grüße"))
+    log = tmp_path / "sent.log"
+    argv = [sys.executable, str(UTF8_TUNNEL), str(log), *box.argv]
+    rules = "- {name: kunden, when: {subject: Grüße}, then: [{move: Kunden/Müller & Söhne}]}\n"
+    cfg = config(tmp_path, "{tunnel: [" + ", ".join(f'"{a}"' for a in argv) + "]}", rules=rules)
+
+    result = run_cli("run", "--once", "--all", "-c", str(cfg))
+
+    assert result.returncode == 0, result.stderr
+    assert ids(box, "Kunden/Müller & Söhne") == ["<u1@t>"]  # Dovecot stores it as &-encoded
+    sent = log.read_bytes()
+    assert b"ENABLE UTF8=ACCEPT" in sent
+    assert "Kunden/Müller & Söhne".encode() in sent and b"&APw-" not in sent
+    listed = run_cli("folders", "work", "-c", str(cfg))
+    assert listed.returncode == 0, listed.stderr
+    assert "Kunden/Müller & Söhne" in listed.stdout
+
+
+def test_without_utf8_accept_names_go_as_modified_utf7(dovecot_preauth, tmp_path, run_cli):
+    box = dovecot_preauth
+    box.append("INBOX", message("u1", "a@client.example", "Grüße"))
+    rules = "- {name: kunden, when: {subject: Grüße}, then: [{move: Kunden/Müller & Söhne}]}\n"
+    result = run_cli("run", "--once", "--all", "-c", str(config(tmp_path, tunnel(box), rules)))
+    assert result.returncode == 0, result.stderr
+    assert ids(box, "Kunden/Müller & Söhne") == ["<u1@t>"]

@@ -31,7 +31,12 @@ def test_a_dovecot_header_fetch():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [(b'""', b""), (b"NIL", None), (b'"a \\"b\\" \\\\c"', b'a "b" \\c')],
+    [
+        (b'""', b""),
+        (b"NIL", None),
+        (b'"a \\"b\\" \\\\c"', b'a "b" \\c'),
+        (b"~{2}\r\n\xc3\xa9", "é".encode()),  # literal8 (RFC 3516), as UTF8=ACCEPT may send
+    ],
 )
 def test_headers_may_come_quoted_or_nil(text, expected):
     item = parse_fetch(b"* 1 FETCH (UID 7 BODY[HEADER] %s)\r\n" % text)

@@ -144,6 +144,7 @@ class ImapMailbox:
         self._client: IMAPClient | None = None
         self._tunnel: Tunnel | None = None
         self._caps: set[bytes] = set()
+        self._utf8 = False  # UTF8=ACCEPT enabled on this connection
         self._delimiter = "/"
         self._selected: str | None = None
         self._readonly = False  # the selected folder was EXAMINEd (an IDLE watcher's)
@@ -222,8 +223,29 @@ class ImapMailbox:
         if not preauth:
             self._login(client)
         self._caps = set(client.capabilities())
+        self._utf8 = self._enable_utf8(client)
         self._delimiter = self._find_delimiter(client)
         return client
+
+    def _enable_utf8(self, client: IMAPClient) -> bool:
+        """ENABLE UTF8=ACCEPT (RFC 6855) where offered: folder names go as UTF-8 then.
+
+        Both layers must switch together: IMAPClient stops encoding names as modified
+        UTF-7 and imaplib sends commands as UTF-8 (its own ENABLE would do the latter)."""
+        if b"UTF8=ACCEPT" not in self._caps:
+            return False
+        try:
+            enabled = client.enable("UTF8=ACCEPT")
+        except IMAPClientError as exc:
+            log.info(
+                "%s: ENABLE UTF8=ACCEPT refused (%s); names stay modified UTF-7", self.label, exc
+            )
+            return False
+        if not any(e.upper() == b"UTF8=ACCEPT" for e in enabled):
+            return False
+        client.folder_encode = False
+        client._imap._mode_utf8()
+        return True
 
     def _login(self, client: IMAPClient) -> None:
         s = self.settings
@@ -302,7 +324,9 @@ class ImapMailbox:
         """(name with '/' separators, special-use and other attributes) for every folder."""
         client = self._conn()
         out = []
-        for flags, delim, name in self._run("LIST", client.list_folders):
+        for flags, delim, raw in self._run("LIST", client.list_folders):
+            # With UTF8=ACCEPT the names come as UTF-8 bytes; else IMAPClient decoded them.
+            name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
             sep = delim.decode() if isinstance(delim, bytes) else (delim or "/")
             attrs = [f.decode() if isinstance(f, bytes) else str(f) for f in flags]
             out.append((name.replace(sep, "/") if sep != "/" else name, attrs))

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 
 _TOKEN = re.compile(
     rb' *(?:(?P<open>\()|(?P<close>\))|"(?P<quoted>(?:[^"\\]|\\.)*)"'
-    rb"|\{(?P<literal>\d+)\}\r\n"
+    rb"|~?\{(?P<literal>\d+)\}\r\n"
     rb'|(?P<atom>[^ ()"{\r\n\[\]]+(?:\[[^\]]*\](?:<\d+>)?)?))',
     re.DOTALL,
 )
