@@ -5,6 +5,9 @@
 # first contact with the mailbox (existing: process), and a "poll" run a steady-state poll
 # with the state the filter run left, as in real use.
 set -eu
+# As installed for a user, Python compiles mailrules' modules once and caches them; an
+# environment that forbids the cache would time their compilation on every run.
+unset PYTHONDONTWRITEBYTECODE
 here=$(cd "$(dirname "$0")" && pwd)
 state=${BENCH_BASE:-/tmp/mailbench}/mailrules-state
 mailbox=$(stat -c %i "$BENCH_MAILDIR")
