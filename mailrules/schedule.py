@@ -20,11 +20,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import tzinfo
+from typing import TYPE_CHECKING
 
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.combining import OrTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
+if TYPE_CHECKING:  # APScheduler is imported when a trigger is made: run --once needs none
+    from apscheduler.triggers.base import BaseTrigger
 
 DEFAULT_EVERY = 300.0  # seconds between polls without push
 DEFAULT_BACKSTOP = 900.0  # with push: idle, polls only catch what IDLE missed
@@ -79,6 +78,9 @@ def crontab_weekdays(field: str) -> str:
 
 
 def cron_trigger(line: str, timezone: tzinfo | str | None = None, jitter: float = 0) -> BaseTrigger:
+    from apscheduler.triggers.combining import OrTrigger
+    from apscheduler.triggers.cron import CronTrigger
+
     """The trigger for a five-field crontab line. Raise ValueError if it is not valid."""
     fields = line.split()
     if len(fields) != 5:
@@ -121,6 +123,8 @@ class Schedule:
         if self.cron is not None:
             return cron_trigger(self.cron, timezone, jitter)
         assert self.every is not None
+        from apscheduler.triggers.interval import IntervalTrigger
+
         return IntervalTrigger(seconds=self.every, timezone=timezone, jitter=jitter or None)
 
     def describe(self) -> str:
