@@ -74,6 +74,7 @@ BENCH_DIR = find_lab()
 sys.path.insert(0, os.path.join(BENCH_DIR, "lib"))
 sys.path.insert(0, HERE)
 import harness  # noqa: E402
+from tables import fmt, write_into_readme  # noqa: E402
 import verify_maildir  # noqa: E402
 
 BASE = os.environ.get("BENCH_BASE", "/tmp/mailbench")
@@ -351,16 +352,6 @@ def syscalls(args):
     return 0
 
 
-def fmt(x, nd=2):
-    if x is None:
-        return "-"
-    if x >= 100:
-        return "%.0f" % x
-    if x >= 10:
-        return "%.1f" % x
-    return ("%." + str(nd) + "f") % x
-
-
 def report(args):
     path = os.path.join(RESULTS, "pop3.jsonl")
     if not os.path.exists(path):
@@ -414,15 +405,7 @@ def report(args):
     table = "\n".join(lines)
     print(table)
     if args.update_readme:
-        with open(README) as fh:
-            text = fh.read()
-        begin, end = "<!-- POP3-RESULTS:BEGIN -->", "<!-- POP3-RESULTS:END -->"
-        if begin not in text or end not in text:
-            sys.exit("README has no %s ... %s markers" % (begin, end))
-        text = text[:text.index(begin) + len(begin)] + "\n" + table + "\n" + text[text.index(end):]
-        with open(README, "w") as fh:
-            fh.write(text)
-        print("(written to %s)" % README)
+        write_into_readme(README, "POP3-RESULTS", table)
     return 0
 
 

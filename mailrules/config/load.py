@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from mailrules.config.find import discover
-from mailrules.config.model import AccountModel, ConfigModel, RuleModel
+from mailrules.config.model import AccountModel, ConfigModel, RuleModel, _ServerModel
 from mailrules.config.yaml_loader import Document, Path, load_yaml
 from mailrules.errors import ConfigError, ConfigProblem
 from mailrules.rules.actions import FolderAction, parse_actions
@@ -383,93 +383,65 @@ def _pop3_account_ok(settings: AccountModel, account: Account, base: Path, check
 def _pop3_ok(settings: AccountModel, base: Path, check: Checker) -> None:
     pop = settings.pop3
     assert pop is not None
-    where = check.where(base)
-    secrets = [
-        k
-        for k in ("password", "password_file", "password_command", "oauth2_token_command")
-        if getattr(pop, k) is not None
-    ]
-    if pop.tunnel is not None:
-        if pop.host or pop.port:
-            check.error(base, f"{where}: give either tunnel or host/port, not both")
-        if not pop.tunnel:
-            check.error((*base, "tunnel"), f"{where}.tunnel: expected a command (argv list)")
-        if pop.preauth:
-            return
-    elif pop.preauth:
+    if pop.preauth and pop.tunnel is None:
         check.error(
             (*base, "preauth"),
-            f"{where}.preauth: only a tunnel command can be pre-authenticated; a network "
-            "server must log in",
+            f"{check.where(base)}.preauth: only a tunnel command can be pre-authenticated; "
+            "a network server must log in",
         )
         return
-    elif not pop.host:
+    _server_ok(pop, base, check, preauth=pop.preauth, auth=pop.auth)
+
+
+def _imap_ok(settings: AccountModel, base: Path, check: Checker) -> bool:
+    assert settings.imap is not None
+    problems = len(check.problems)
+    _server_ok(settings.imap, base, check, preauth=True)  # an IMAP tunnel is pre-authenticated
+    return len(check.problems) == problems
+
+
+def _server_ok(
+    server: _ServerModel, base: Path, check: Checker, *, preauth: bool, auth: str = "auto"
+) -> None:
+    """What IMAP and POP3 servers share: a tunnel or a host, how far to trust it, one secret.
+
+    With preauth a tunnel logs in by itself, so no secret or username is checked. auth is
+    POP3's choice of mechanism (auto: any), which the secret must fit.
+    """
+    where = check.where(base)
+    if server.tunnel is not None:
+        if server.host or server.port:
+            check.error(base, f"{where}: give either tunnel or host/port, not both")
+        if not server.tunnel:
+            check.error((*base, "tunnel"), f"{where}.tunnel: expected a command (argv list)")
+        if preauth:
+            return
+    elif not server.host:
         check.error(base, f"{where}: missing required key 'host' (or a tunnel command)")
         return
     else:
-        if pop.security == "plain" and not pop.allow_plaintext and not _is_loopback(pop.host):
+        if (
+            server.security == "plain"
+            and not server.allow_plaintext
+            and not _is_loopback(server.host)
+        ):
             check.error(
                 (*base, "security"),
-                f"{where}.security: plain sends your password unencrypted to {pop.host}; use "
-                "tls or starttls, or set allow_plaintext: true if you really mean it",
+                f"{where}.security: plain sends your password unencrypted to {server.host}; "
+                "use tls or starttls, or set allow_plaintext: true if you really mean it",
             )
-        if pop.fingerprint and normalise_fingerprint(pop.fingerprint) is None:
+        if server.fingerprint and normalise_fingerprint(server.fingerprint) is None:
             check.error(
                 (*base, "fingerprint"),
                 f"{where}.fingerprint: expected sha256: followed "
                 "by 64 hex digits (openssl x509 -noout -fingerprint -sha256)",
             )
-        if pop.fingerprint and pop.security == "plain":
+        if server.fingerprint and server.security == "plain":
             check.error((*base, "fingerprint"), f"{where}.fingerprint: needs tls or starttls")
-    if len(secrets) != 1:
-        check.error(
-            base,
-            f"{where}: give exactly one of password, password_file, "
-            "password_command or oauth2_token_command"
-            + (f" (found {', '.join(secrets)})" if secrets else ""),
-        )
-    elif pop.auth != "auto" and (pop.auth == "xoauth2") != (secrets[0] == "oauth2_token_command"):
-        check.error(
-            (*base, "auth"),
-            f"{where}.auth: xoauth2 goes with oauth2_token_command, and only with it "
-            f"(auth is {pop.auth}, the secret is {secrets[0]})",
-        )
-    if not pop.username:
-        check.error(base, f"{where}: missing required key 'username'")
-
-
-def _imap_ok(settings: AccountModel, base: Path, check: Checker) -> bool:
-    imap = settings.imap
-    assert imap is not None
-    where = check.where(base)
-    problems = len(check.problems)
-    if imap.tunnel is not None:
-        if imap.host or imap.port:
-            check.error(base, f"{where}: give either tunnel or host/port, not both")
-        if not imap.tunnel:
-            check.error((*base, "tunnel"), f"{where}.tunnel: expected a command (argv list)")
-        return len(check.problems) == problems
-    if not imap.host:
-        check.error(base, f"{where}: missing required key 'host' (or a tunnel command)")
-        return False
-    if imap.security == "plain" and not imap.allow_plaintext and not _is_loopback(imap.host):
-        check.error(
-            (*base, "security"),
-            f"{where}.security: plain sends your password unencrypted to {imap.host}; use tls "
-            "or starttls, or set allow_plaintext: true if you really mean it",
-        )
-    if imap.fingerprint and normalise_fingerprint(imap.fingerprint) is None:
-        check.error(
-            (*base, "fingerprint"),
-            f"{where}.fingerprint: expected sha256: followed "
-            "by 64 hex digits (openssl x509 -noout -fingerprint -sha256)",
-        )
-    if imap.fingerprint and imap.security == "plain":
-        check.error((*base, "fingerprint"), f"{where}.fingerprint: needs tls or starttls")
     secrets = [
         k
         for k in ("password", "password_file", "password_command", "oauth2_token_command")
-        if getattr(imap, k) is not None
+        if getattr(server, k) is not None
     ]
     if len(secrets) != 1:
         check.error(
@@ -478,9 +450,14 @@ def _imap_ok(settings: AccountModel, base: Path, check: Checker) -> bool:
             "password_command or oauth2_token_command"
             + (f" (found {', '.join(secrets)})" if secrets else ""),
         )
-    if not imap.username:
+    elif auth != "auto" and (auth == "xoauth2") != (secrets[0] == "oauth2_token_command"):
+        check.error(
+            (*base, "auth"),
+            f"{where}.auth: xoauth2 goes with oauth2_token_command, and only with it "
+            f"(auth is {auth}, the secret is {secrets[0]})",
+        )
+    if not server.username:
         check.error(base, f"{where}: missing required key 'username'")
-    return len(check.problems) == problems
 
 
 def _rule(raw: Any, path: Path, check: Checker, accounts: dict[str, Account]) -> Rule | None:

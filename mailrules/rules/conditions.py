@@ -94,6 +94,15 @@ def _q(value: str, limit: int = 80) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
+def _miss(ctx: EvalContext, reason: Callable[[], str]) -> Outcome:
+    """A condition that did not match; its reason is built only for explain."""
+    return Outcome(False, reason() if ctx.explain else "")
+
+
+def _wanted(tests: list[TextTest] | list[AddressTest]) -> str:
+    return " or ".join(t.describe() for t in tests)
+
+
 # -- parsing a `when` ------------------------------------------------------------------
 
 
@@ -249,11 +258,14 @@ class AddressCondition(Condition):
                 if caps is not None:
                     shown = addr.name if test.part == "name" else addr.address
                     return Outcome(True, f"{self.kind} {shown!r} {test.describe()}", caps)
-        if not ctx.explain:
-            return Outcome(False, "")  # reasons are only built for explain
-        shown = ", ".join(a.address or f"<{a.name}>" for a in addrs) or "(none)"
-        wanted = " or ".join(t.describe() for t in self.tests)
-        return Outcome(False, f"{self.kind} {shown} does not match: {wanted}")
+        return _miss(
+            ctx,
+            lambda: (
+                f"{self.kind} "
+                + (", ".join(a.address or f"<{a.name}>" for a in addrs) or "(none)")
+                + f" does not match: {_wanted(self.tests)}"
+            ),
+        )
 
     def headers(self) -> frozenset[str]:
         from mailrules.message import ADDRESS_HEADERS
@@ -315,11 +327,15 @@ class HeaderCondition(Condition):
                 caps = test.match(value)
                 if caps is not None:
                     return Outcome(True, f"{label} {_q(value)} {test.describe()}", caps)
-        if not ctx.explain:
-            return Outcome(False, "")  # reasons are only built for explain
-        shown = " | ".join(_q(v) for v in values) if values else "(absent)"
-        wanted = " or ".join(t.describe() for t in self.tests)
-        return Outcome(False, f"{label} {shown} does not match: {wanted}")
+        tests = self.tests
+        return _miss(
+            ctx,
+            lambda: (
+                f"{label} "
+                + (" | ".join(_q(v) for v in values) if values else "(absent)")
+                + f" does not match: {_wanted(tests)}"
+            ),
+        )
 
     def headers(self) -> frozenset[str]:
         return frozenset({self.name.lower()})
@@ -394,10 +410,10 @@ class ListCondition(Condition):
             caps = test.match(list_id) if list_id else None
             if caps is not None:
                 return Outcome(True, f"list {list_id!r} {test.describe()}", caps)
-        if not ctx.explain:
-            return Outcome(False, "")  # reasons are only built for explain
-        wanted = " or ".join(t.describe() for t in self.tests)
-        return Outcome(False, f"list {list_id or '(no List-Id)'!r} does not match: {wanted}")
+        return _miss(
+            ctx,
+            lambda: f"list {list_id or '(no List-Id)'!r} does not match: {_wanted(self.tests)}",
+        )
 
     def headers(self) -> frozenset[str]:
         return frozenset({"list-id"})
@@ -423,10 +439,10 @@ class BodyCondition(Condition):
             caps = test.match(text)
             if caps is not None:
                 return Outcome(True, f"body {test.describe()}", caps)
-        if not ctx.explain:
-            return Outcome(False, "")  # reasons are only built for explain
-        wanted = " or ".join(t.describe() for t in self.tests)
-        return Outcome(False, f"body ({len(text)} characters of text) does not match: {wanted}")
+        return _miss(
+            ctx,
+            lambda: f"body ({len(text)} characters of text) does not match: " + _wanted(self.tests),
+        )
 
 
 @condition("body", "the decoded text parts contain (HTML reduced to text)", _TEXTS_SCHEMA)
@@ -457,10 +473,16 @@ class AttachmentCondition(Condition):
             return Outcome(
                 True, f"attachment {att.filename!r} ({att.content_type}, {att.size} bytes)"
             )
-        if not ctx.explain:
-            return Outcome(False, "")  # reasons are only built for explain
-        listed = ", ".join(f"{a.filename or '(unnamed)'} ({a.content_type})" for a in found)
-        return Outcome(False, f"no matching attachment among: {listed or '(none)'}")
+        return _miss(
+            ctx,
+            lambda: (
+                "no matching attachment among: "
+                + (
+                    ", ".join(f"{a.filename or '(unnamed)'} ({a.content_type})" for a in found)
+                    or "(none)"
+                )
+            ),
+        )
 
 
 @condition(
