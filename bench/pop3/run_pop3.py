@@ -174,6 +174,7 @@ def command(tool):
 def tool_env():
     env = dict(os.environ, HOME=POP3_HOME, USER=POP3_USER, LOGNAME=POP3_USER)
     env.pop("PYTHONPATH", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as a user's install: bytecode compiled once
     return env
 
 
