@@ -50,10 +50,17 @@ ADDRESS_HEADERS = {
 
 @dataclass(frozen=True)
 class Address:
-    """One mailbox: the display name (decoded) and the addr-spec, lower-cased."""
+    """One mailbox: the display name as written and the addr-spec, lower-cased.
 
-    name: str
+    ``name`` decodes the display name (RFC 2047) when first asked: most rules match on
+    the address alone, and decoding is most of the cost of reading an address."""
+
+    written_name: str
     address: str
+
+    @cached_property
+    def name(self) -> str:
+        return _clean(decode_words(self.written_name.strip()))
 
     @property
     def local(self) -> str:
@@ -279,7 +286,7 @@ class MessageView:
         if simple:  # the common single "Name <a@b>", '"Name" <a@b>' or a@b, without the parser
             name = simple.group("quoted") or simple.group("plain") or ""
             addr = simple.group("angle") or simple.group("bare")
-            return [Address(name=_clean(decode_words(name.strip())), address=addr.lower())]
+            return [Address(written_name=name, address=addr.lower())]
         try:
             pairs = getaddresses([raw])
         except Exception:  # malformed address lists must not stop the run
@@ -290,7 +297,7 @@ class MessageView:
             addr = addr.strip().lower()
             if not addr and not name:
                 continue
-            out.append(Address(name=_clean(decode_words(name)), address=addr))
+            out.append(Address(written_name=name, address=addr))
         return out
 
     @cached_property
