@@ -10,7 +10,8 @@ set -eu
 unset PYTHONDONTWRITEBYTECODE
 here=$(cd "$(dirname "$0")" && pwd)
 state=${BENCH_BASE:-/tmp/mailbench}/mailrules-state
-mailbox=$(stat -c %i "$BENCH_MAILDIR")
+# The inode alone can be reused by the new directory; its nanosecond ctime cannot.
+mailbox=$(stat -c '%i %z' "$BENCH_MAILDIR")
 if [ "$(cat "$state/mailbox-inode" 2>/dev/null || true)" != "$mailbox" ]; then
     rm -rf "$state"
     mkdir -p "$state"
