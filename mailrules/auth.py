@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from mailrules.commands import CommandFailed, run_command
 from mailrules.errors import CredentialError
@@ -24,6 +25,17 @@ class SecretSource:
     value: str | None = None
     file: str | None = None
     command: tuple[str, ...] | None = None
+
+    @classmethod
+    def password_of(cls, settings: Any) -> SecretSource:
+        """Where a server's password comes from: ``settings`` is an ImapModel or Pop3Model,
+        or anything with their ``password``, ``password_file`` and ``password_command``."""
+        command = settings.password_command
+        return cls(
+            value=settings.password,
+            file=settings.password_file,
+            command=tuple(command) if command else None,
+        )
 
     def describe(self) -> str:
         if self.file:

@@ -62,9 +62,12 @@ class Question:
         """The password written in the config, if the record says it is there."""
         where = self.settings.get("password_at")
         if isinstance(where, dict):
-            with open(self.config, "rb") as f:
-                f.seek(where["offset"])
-                return f.read(where["length"]).decode("utf-8")
+            try:
+                with open(self.config, "rb") as f:
+                    f.seek(where["offset"])
+                    return f.read(where["length"]).decode("utf-8")
+            except (OSError, UnicodeDecodeError):
+                return None  # the login then fails, and the full run reports why
         return inline_password(self.config, where) if where else None
 
 

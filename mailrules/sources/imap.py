@@ -260,11 +260,7 @@ class ImapMailbox:
                 else:
                     client.oauth2_login(user, token)
                 return
-            source = SecretSource(
-                value=s.password,
-                file=s.password_file,
-                command=tuple(s.password_command) if s.password_command else None,
-            )
+            source = SecretSource.password_of(s)
             client.login(user, source.read(f"{self.account}: password from {source.describe()}"))
         except CredentialError as exc:
             raise SourceError(str(exc)) from None

@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import socket
+from types import SimpleNamespace
 
 from mailrules.auth import SecretSource
 from mailrules.errors import MailrulesError
@@ -70,9 +71,10 @@ class _Session:
 
     def __init__(self, account: str, question: Question) -> None:
         self.question = question
-        self.settings = question.settings["imap"]
-        self.timeout = float(question.settings["timeout"])
-        self.label = f"{account} ({self.settings['host'] or 'tunnel'})"
+        saved = question.settings
+        self.settings = SimpleNamespace(**saved["imap"], password=None)  # read at login
+        self.timeout = float(saved["timeout"])
+        self.label = f"{account} ({self.settings.host or 'tunnel'})"
         self.sock: socket.socket | None = None
         self.tunnel: Tunnel | None = None
         self.buffer = b""
@@ -107,20 +109,20 @@ class _Session:
     def _connect(self) -> bool:
         """Connect and read the greeting; True if it is PREAUTH (from a tunnel only)."""
         s = self.settings
-        if s["tunnel"]:
-            self.tunnel = Tunnel(list(s["tunnel"]), self.label)
+        if s.tunnel:
+            self.tunnel = Tunnel(list(s.tunnel), self.label)
             self.sock = self.tunnel.sock
             self.sock.settimeout(self.timeout)
         else:
-            port = s["port"] or (993 if s["security"] == "tls" else 143)
-            self.sock = tcp.connect(s["host"], port, self.timeout, self.label)
-            if s["security"] == "tls":
+            port = s.port or (993 if s.security == "tls" else 143)
+            self.sock = tcp.connect(s.host, port, self.timeout, self.label)
+            if s.security == "tls":
                 self.sock = self._tls()
         greeting = self._line().upper()
         preauth = greeting.startswith(b"* PREAUTH")
-        if not (greeting.startswith(b"* OK") or (preauth and s["tunnel"])):
+        if not (greeting.startswith(b"* OK") or (preauth and s.tunnel)):
             raise _NotUnderstood(f"greeting {greeting[:40]!r}")
-        if not s["tunnel"] and s["security"] == "starttls":
+        if not s.tunnel and s.security == "starttls":
             self._finish([self._send("STARTTLS")])
             self.sock = self._tls()
         return preauth
@@ -128,14 +130,14 @@ class _Session:
     def _tls(self) -> socket.socket:
         s = self.settings
         assert self.sock is not None
-        context = tls.make_context(s["ca_file"], s["fingerprint"])
-        return tls.wrap(self.sock, context, s["host"], s["fingerprint"], self.label)
+        context = tls.make_context(s.ca_file, s.fingerprint)
+        return tls.wrap(self.sock, context, s.host, s.fingerprint, self.label)
 
     def _login(self) -> None:
-        s, user = self.settings, self.settings["username"] or ""
-        if s["oauth2_token_command"]:
-            token = SecretSource(command=tuple(s["oauth2_token_command"])).read(self.label)
-            if s["oauth2_mechanism"] == "oauthbearer":
+        s, user = self.settings, self.settings.username or ""
+        if s.oauth2_token_command:
+            token = SecretSource(command=tuple(s.oauth2_token_command)).read(self.label)
+            if s.oauth2_mechanism == "oauthbearer":
                 response = f"n,a={user},\x01auth=Bearer {token}\x01\x01"
                 mechanism = "OAUTHBEARER"
             else:
@@ -144,12 +146,8 @@ class _Session:
             initial = base64.b64encode(response.encode()).decode()
             self._finish([self._send(f"AUTHENTICATE {mechanism} {initial}")])
             return
-        source = SecretSource(
-            value=self.question.password(),
-            file=s["password_file"],
-            command=tuple(s["password_command"]) if s["password_command"] else None,
-        )
-        password = source.read(self.label)
+        s.password = self.question.password()
+        password = SecretSource.password_of(s).read(self.label)
         self._finish([self._send(f"LOGIN {_quote(user)} {_quote(password)}")])
 
     # -- lines ----------------------------------------------------------------------------

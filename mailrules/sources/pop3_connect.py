@@ -158,11 +158,7 @@ class Connector:
                 )
                 session.auth_xoauth2(user, token)
                 return
-            source = SecretSource(
-                value=s.password,
-                file=s.password_file,
-                command=tuple(s.password_command) if s.password_command else None,
-            )
+            source = SecretSource.password_of(s)
             password = source.read(f"{self.account}: password from {source.describe()}")
             if mechanism == "apop":
                 session.apop(user, password)
