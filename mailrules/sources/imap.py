@@ -87,35 +87,50 @@ class _TunnelClient(IMAPClient):
         return _TunnelIMAP4(self._tunnel)
 
 
-def uid_set(uids: list[int]) -> str:
-    """1,2,3,5 -> '1:3,5': compact sets, since IMAPClient sends every UID."""
-    out: list[str] = []
+def _runs(uids: list[int]) -> Iterator[tuple[int, int]]:
+    """(first, last) of each run of consecutive UIDs, in order."""
     ordered = sorted(set(uids))
+    if not ordered:
+        return
     start = prev = ordered[0]
     for uid in ordered[1:]:
-        if uid == prev + 1:
-            prev = uid
-            continue
-        out.append(f"{start}:{prev}" if prev > start else str(start))
-        start = prev = uid
-    out.append(f"{start}:{prev}" if prev > start else str(start))
-    return ",".join(out)
+        if uid != prev + 1:
+            yield start, prev
+            start = uid
+        prev = uid
+    yield start, prev
+
+
+def _part(first: int, last: int) -> str:
+    return f"{first}:{last}" if last > first else str(first)
+
+
+def uid_set(uids: list[int]) -> str:
+    """1,2,3,5 -> '1:3,5': compact sets, since IMAPClient sends every UID."""
+    return ",".join(_part(first, last) for first, last in _runs(uids))
+
+
+def uid_groups(uids: list[int]) -> list[list[int]]:
+    """Sorted UIDs in groups whose compact set (uid_set) is at most about SET_CHARS long:
+    one command each, as few as the request size cap allows."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for first, last in _runs(uids):
+        part = len(_part(first, last))
+        if current and size + part >= SET_CHARS:
+            groups.append(current)
+            current, size = [], 0
+        current.extend(range(first, last + 1))
+        size += part + 1
+    if current:
+        groups.append(current)
+    return groups
 
 
 def uid_sets(uids: list[int]) -> list[str]:
     """Compact UID sets of at most about SET_CHARS characters, one per command."""
-    out: list[str] = []
-    current: list[str] = []
-    size = 0
-    for part in uid_set(uids).split(","):
-        if current and size + len(part) >= SET_CHARS:
-            out.append(",".join(current))
-            current, size = [], 0
-        current.append(part)
-        size += len(part) + 1
-    if current:
-        out.append(",".join(current))
-    return out
+    return [uid_set(group) for group in uid_groups(uids)]
 
 
 def parse_uid_set(text: str) -> list[int]:
@@ -601,16 +616,11 @@ class ImapMailbox:
         On Dovecot every MOVE or EXPUNGE costs time in proportion to the folder's size, so
         a destination's messages go in one command when the set fits in SET_CHARS.
         """
-        ordered = sorted(refs, key=lambda r: int(r.location))
-        chunk: list[MessageRef] = []
-        for ref in ordered:
-            chunk.append(ref)
-            if len(chunk) % 256 == 0 and len(uid_set([int(r.location) for r in chunk])) > SET_CHARS:
-                last = chunk.pop()
-                yield chunk, uid_set([int(r.location) for r in chunk])
-                chunk = [last]
-        if chunk:
-            yield chunk, uid_set([int(r.location) for r in chunk])
+        by_uid: dict[int, list[MessageRef]] = {}
+        for ref in refs:
+            by_uid.setdefault(int(ref.location), []).append(ref)
+        for group in uid_groups(list(by_uid)):
+            yield [ref for uid in group for ref in by_uid[uid]], uid_set(group)
 
     def _each_chunk(
         self, refs: list[MessageRef], act: Callable[[list[MessageRef], str], Result]
