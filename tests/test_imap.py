@@ -101,10 +101,11 @@ def test_first_run_baselines_then_only_new_mail_is_processed(dovecot_preauth, tm
     assert "0 new messages" in third.stdout
 
 
-def server_config(tmp_path, server, port, **extra) -> Path:
+def server_config(tmp_path, server, port, *, account: str = "", **extra) -> Path:
+    """A plain login to ``server`` on ``port``; ``extra`` imap settings, ``account`` lines."""
     settings = {"host": "127.0.0.1", "port": port, "security": "plain",
                 "username": server.username, "password": server.password, **extra}  # fmt: skip
-    return config(tmp_path, flow(**settings))
+    return config(tmp_path, flow(**settings), extra=account)
 
 
 def commands(proxy) -> list[str]:

@@ -29,17 +29,7 @@ def test_a_poll_with_nothing_new_is_login_status_and_logout(
     server.create("Clients")
     server.append("INBOX", message("a", "x@y.example", "hello"))
     proxy = cutting_proxy(server.imap_port, cut_after=None)
-    cfg = config(
-        tmp_path,
-        flow(
-            host="127.0.0.1",
-            port=proxy.port,
-            security="plain",
-            username=server.username,
-            password=server.password,
-        ),
-        extra=WATCH,
-    )
+    cfg = server_config(tmp_path, server, proxy.port, account=WATCH)
     first = quick(run_cli, cfg)
     assert QUICK not in first.stderr  # the first run baselines; it is a full run
     seen = len(proxy.lines)

@@ -64,8 +64,9 @@ def fetch_stream(
     while waiting:
         response = _read_response(imap)
         if response.startswith(b"* "):
-            if _FETCH.match(response):
-                item = parse_fetch(response)
+            match = _FETCH.match(response)
+            if match:
+                item = _items(response, match.end())
                 uid = item.get(b"UID")
                 if isinstance(uid, int):
                     yield uid, item
@@ -103,7 +104,12 @@ def parse_fetch(response: bytes) -> Item:
     match = _FETCH.match(response)
     if match is None:
         raise FetchError(f"not a FETCH response: {_text(response)}")
-    values, end = _parse_list(response, match.end())
+    return _items(response, match.end())
+
+
+def _items(response: bytes, start: int) -> Item:
+    """The item pairs of a FETCH response whose list opens just before ``start``."""
+    values, end = _parse_list(response, start)
     if response[end:].strip():
         raise FetchError(f"unexpected text after a FETCH response: {_text(response[end:])}")
     if len(values) % 2:
