@@ -23,3 +23,13 @@ def reached() -> None:
     _count += 1
     if _count >= _limit:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+_batch = int(os.environ.get("MAILRULES_BATCH", "0") or 0)
+
+
+def batch_size(default: int) -> int:
+    """Messages decided before acting on them. ``MAILRULES_BATCH`` (tests only) makes a
+    handful of messages span several batches, so that the crash tests reach the steps
+    where one batch is acted on while the next is decided."""
+    return _batch or default

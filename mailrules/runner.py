@@ -5,12 +5,16 @@ For each watched folder: the listing is compared with the uids in the state stor
 rule needs them), the engine decides, the executor acts in batches, and one state
 transaction per batch records what was done. A message is marked seen only when all
 its actions succeeded, so a failure is retried on the next run.
+
+A pass of several batches on IMAP acts on one batch over a second connection while the
+next is read and decided (``_Acting``): the rules' time hides behind the server's.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -71,6 +75,126 @@ class RunOptions:
 
     def stopping(self) -> bool:
         return self.should_stop is not None and self.should_stop()
+
+
+@dataclass
+class Decided:
+    """One batch after the rules decided: what to act on, what no rule wanted, what failed."""
+
+    items: list[Item] = field(default_factory=list)
+    unplanned: list[tuple[MessageRef, MessageView]] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+class _Acting:
+    """Runs decided batches' actions, then ``finish`` (settle and record) on each.
+
+    A mailbox that offers ``actor()`` (IMAP: a second connection to the account) acts in
+    a worker thread while the next batches are read and decided here, so a full pass
+    costs about the server's time for the actions instead of that plus the rules' time.
+    Whatever was decided while the worker was busy goes in its next round at once (up to
+    ``action_batch`` messages; deciding waits beyond that): each destination's share is one
+    UID set, and on Dovecot every MOVE or EXPUNGE command costs in proportion to the
+    folder's size, so few large rounds beat many small ones.
+
+    A round is recorded only after its actions returned, as without the worker; so a
+    crash or a dropped connection leaves each message where the last finished action
+    put it, as ever. Without an actor each batch is acted on and recorded at once.
+    """
+
+    def __init__(
+        self, box: Mailbox, actor: Mailbox | None, finish: Callable[[Decided], list[str]]
+    ) -> None:
+        self.box = box
+        self.actor = actor
+        self.finish = finish
+        self.limit = getattr(box, "action_batch", BATCH)
+        self._pool = ThreadPoolExecutor(1, "mailrules-act") if actor is not None else None
+        self._pending: tuple[Future[SourceError | None], Decided] | None = None
+        self._waiting = Decided()
+        self._failed: list[str] = []
+
+    @classmethod
+    def open(cls, box: Mailbox, several: bool, finish: Callable[[Decided], list[str]]) -> _Acting:
+        make = getattr(box, "actor", None)
+        return cls(box, make() if several and make is not None else None, finish)
+
+    def add(self, decided: Decided) -> None:
+        """Act on ``decided`` now, or as soon as the worker is free."""
+        if self._pool is None:
+            execute(self.box, decided.items)
+            self._failed.extend(self.finish(decided))
+            return
+        self._waiting.items += decided.items
+        self._waiting.unplanned += decided.unplanned
+        waiting = len(self._waiting.items) + len(self._waiting.unplanned)
+        if self._pending is not None:
+            if not self._pending[0].done() and waiting < self.limit:
+                return
+            self._collect()
+        self._submit()
+
+    def _submit(self) -> None:
+        decided, self._waiting = self._waiting, Decided()
+        if self._pool is None or self.actor is None:  # the worker gave up: act here
+            execute(self.box, decided.items)
+            self._failed.extend(self.finish(decided))
+            return
+        self.actor.adopt([(item.ref, item.view) for item in decided.items])  # type: ignore[attr-defined]
+        self._pending = (self._pool.submit(self._act, decided.items), decided)
+
+    def _act(self, items: list[Item]) -> SourceError | None:
+        """In the worker: act through the actor, once it is connected."""
+        assert self.actor is not None
+        try:
+            self.actor.open()  # type: ignore[attr-defined]
+        except SourceError as exc:
+            return exc
+        execute(self.actor, items)  # failures go into the items; it does not raise
+        return None
+
+    def _collect(self) -> None:
+        if self._pending is None:
+            return
+        future, decided = self._pending
+        self._pending = None
+        unavailable = future.result()
+        if unavailable is not None:
+            # A server may allow one connection per account: act on this one instead.
+            log.warning("a second connection for actions failed (%s); acting on the first "
+                        "connection, one batch after another", unavailable)  # fmt: skip
+            self._stop_worker()
+            self.box.adopt([(item.ref, item.view) for item in decided.items])  # type: ignore[attr-defined]
+            execute(self.box, decided.items)
+        self._failed.extend(self.finish(decided))
+
+    def wait(self) -> list[str]:
+        """Act on everything decided so far and record it; every failed uid so far."""
+        self._collect()
+        if self._waiting.items or self._waiting.unplanned:
+            self._submit()
+            self._collect()
+        return self._failed
+
+    def drop_waiting(self) -> list[str]:
+        """Decided, not yet acted on: left for the next run (the service is stopping)."""
+        waiting, self._waiting = self._waiting, Decided()
+        return [i.ref.uid for i in waiting.items] + [ref.uid for ref, _ in waiting.unplanned]
+
+    def close(self) -> None:
+        """Finish the round under way (after an error too: what was done is recorded)."""
+        try:
+            self._collect()
+        finally:
+            self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        if self.actor is not None:
+            self.actor.close()
+            self.actor = None
 
 
 def run_once(
@@ -144,7 +268,9 @@ class FolderRun:
             )
         process_existing = self.account.settings.existing == "process"
         rules = [r for r in self.rules if r.applies_to(name, folder)]
-        full_pass = self.options.process_all or (process_existing and info is None)
+        # A first pass over existing mail, or one that was stopped before it finished.
+        unfinished = info is None or (info.last_uid is None and bool(info.validity))
+        full_pass = self.options.process_all or (process_existing and unfinished)
         scan = self.box.scan(
             folder,
             known,
@@ -164,23 +290,31 @@ class FolderRun:
         if scan.refs:
             log.info("%s/%s: %d to process", name, folder, len(scan.refs))
         needs = frozenset().union(*(r.needs for r in rules)) if rules else frozenset()
-        lowest_failed: int | None = None
-        batch = getattr(self.box, "batch_size", BATCH)
-        for start in range(0, len(scan.refs), batch):
-            refs = scan.refs[start : start + batch]
-            if self.options.stopping():
-                # Not reached: the cursor stays below them, so the next run does them.
-                left = [int(r.uid) for r in scan.refs[start:] if r.uid.isdigit()]
-                if lowest_failed is not None:
-                    left.append(lowest_failed)
-                lowest_failed = min(left, default=None)
-                log.info("%s/%s: stopping; %d left for later", name, folder, len(scan.refs) - start)
-                break
-            for uid in self._batch(refs, rules, needs, scan.validity):
-                if uid.isdigit():
-                    lowest_failed = min(int(uid), lowest_failed or int(uid))
+        failed: list[int] = []
+        batch = failpoints.batch_size(getattr(self.box, "batch_size", BATCH))
+        batches = [scan.refs[i : i + batch] for i in range(0, len(scan.refs), batch)]
+        acting = _Acting.open(
+            self.box, len(batches) > 1 and writing, lambda d: self._finish(d, scan.validity)
+        )
+        try:
+            for n, refs in enumerate(batches):
+                if self.options.stopping():
+                    # Not reached: the cursor stays below them, so the next run does them.
+                    left = [r.uid for b in batches[n:] for r in b] + acting.drop_waiting()
+                    failed.extend(int(u) for u in left if u.isdigit())
+                    log.info("%s/%s: stopping; %d left for later", name, folder, len(left))
+                    break
+                decided = self._decide(refs, rules, needs)
+                failed.extend(int(u) for u in decided.failed if u.isdigit())
+                if self.options.dry_run:
+                    self._plan(decided)
+                    continue
+                acting.add(decided)
+            failed.extend(int(u) for u in acting.wait() if u.isdigit())
+        finally:
+            acting.close()
         if writing and scan.cursor is not None:
-            done_to = scan.cursor if lowest_failed is None else lowest_failed - 1
+            done_to = scan.cursor if not failed else min(failed) - 1
             if known.last_uid is not None and not scan.first:
                 done_to = max(done_to, known.last_uid)
             self.state.set_cursor(name, folder, scan.validity, done_to)
@@ -196,14 +330,10 @@ class FolderRun:
             parts.append(found)
         return any_of(parts).criteria if parts else None
 
-    def _batch(
-        self, refs: list[MessageRef], rules: list[Rule], needs: frozenset[str], validity: str
-    ) -> list[str]:
-        """Decide and act on one batch; return the uids that failed (to be retried)."""
+    def _decide(self, refs: list[MessageRef], rules: list[Rule], needs: frozenset[str]) -> Decided:
+        """Read a batch's views and let the rules decide on each."""
         now = self.options.now or datetime.now(UTC)
-        failed: list[str] = []
-        items: list[Item] = []
-        unplanned: list[tuple[MessageRef, MessageView]] = []
+        decided = Decided()
         for ref, view in self.box.views(refs, needs):
             ctx = EvalContext(now=now, account=self.account.name, folder=self.folder)
             try:
@@ -211,7 +341,7 @@ class FolderRun:
             except RuleError as exc:
                 self._event(ref, view, "", "evaluate rules", str(exc))
                 self.report.failed_actions += 1
-                failed.append(ref.uid)
+                decided.failed.append(ref.uid)
                 continue
             except Exception as exc:  # one bad message must not stop the rest
                 log.exception(
@@ -219,7 +349,7 @@ class FolderRun:
                 )
                 self._event(ref, view, "", "evaluate rules", f"internal error: {exc}")
                 self.report.failed_actions += 1
-                failed.append(ref.uid)
+                decided.failed.append(ref.uid)
                 continue
             if view.fields is not None and view.defects:  # parsing headers may find some
                 log.warning(
@@ -231,20 +361,24 @@ class FolderRun:
                 )
             view.compact()
             if decision.steps:
-                items.append(Item(ref, view, decision.steps))
+                decided.items.append(Item(ref, view, decision.steps))
             else:
-                unplanned.append((ref, view))
-        if self.options.dry_run:
-            for item in items:
-                for step in item.steps:
-                    self._event(item.ref, item.view, step.rule, step.describe(), "planned")
-            return failed
-        execute(self.box, items)
+                decided.unplanned.append((ref, view))
+        return decided
+
+    def _plan(self, decided: Decided) -> None:
+        for item in decided.items:
+            for step in item.steps:
+                self._event(item.ref, item.view, step.rule, step.describe(), "planned")
+
+    def _finish(self, decided: Decided, validity: str) -> list[str]:
+        """After a batch's actions: settle, record; the uids that failed (to be retried)."""
+        items, unplanned = decided.items, decided.unplanned
         settle = getattr(self.box, "settle", None)  # POP3: deliver what no rule placed
         if settle is not None:
             settle(items, unplanned)
         self._record(items, unplanned, validity)
-        return failed + [item.ref.uid for item in items if not item.ok]
+        return [item.ref.uid for item in items if not item.ok]
 
     def _record(
         self, items: list[Item], unplanned: list[tuple[MessageRef, MessageView]], validity: str

@@ -30,6 +30,9 @@ class MessageRef:
     location: str = ""
     arrived_in: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     """folder -> (uid, validity) of where actions put copies of it."""
+    moved_to: str | None = None
+    """The folder a move put it in, when ``location`` alone does not say (IMAP: its uid
+    there is in ``arrived_in``, if the server told)."""
 
 
 @dataclass

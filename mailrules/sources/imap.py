@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from mailrules import failpoints
 from mailrules.auth import SecretSource
 from mailrules.config.model import ImapModel
 from mailrules.errors import CredentialError, FolderError, SourceError
@@ -146,10 +147,11 @@ class ImapMailbox:
     """An IMAP account as a Mailbox. Connects on first use; ``close`` logs out."""
 
     capabilities = frozenset({"move", "copy", "delete", "flags", "keywords"})
-    # Messages decided before acting: each destination's share goes in one UID MOVE, and
-    # on Dovecot a MOVE costs in proportion to the folder's size, so batches are large;
-    # 2500 keeps a 50k-message first pass under 60 MiB.
-    batch_size = 2500
+    # A full pass reads and decides 500 messages at a time, and acts (over a second
+    # connection) on everything decided meanwhile, up to action_batch messages a round
+    # (see runner._Acting). Both bound what a 50k-message pass holds in memory.
+    batch_size = 500
+    action_batch = 2500
 
     def __init__(self, account: str, settings: ImapModel, trash: str | None, timeout: float):
         self.account = account
@@ -165,8 +167,6 @@ class ImapMailbox:
         self._readonly = False  # the selected folder was EXAMINEd (an IDLE watcher's)
         self.uidnext_seen: dict[str, int] = {}  # folder -> UIDNEXT its last scan went up to
         self._warned_uidplus = False
-        self._moved: dict[tuple[str, str], tuple[str, str]] = {}  # (folder, uid) -> new place
-        self._gone: set[tuple[str, str]] = set()  # moved, to an unknown UID
         self._fetches = 0  # streamed FETCHes so far: their tags
 
     # -- connection -----------------------------------------------------------------------
@@ -181,6 +181,10 @@ class ImapMailbox:
         if self.settings.tunnel:
             return f"{self.account} (tunnel {self.settings.tunnel[0]})"
         return f"{self.account} ({self.settings.host})"
+
+    def open(self) -> None:
+        """Connect and log in now (it happens on first use otherwise); SourceError if not."""
+        self._conn()
 
     def _conn(self) -> IMAPClient:
         if self._client is None:
@@ -410,6 +414,19 @@ class ImapMailbox:
         )
         state.set_quick_poll(self.account, "imap", record)
 
+    def actor(self) -> ImapMailbox:
+        """A second connection to this account, to act on one batch while this one reads
+        and decides the next (a full pass of many messages; see ``runner``). The caller
+        hands it each batch's views (``adopt``) and closes it."""
+        return ImapMailbox(self.account, self.settings, self._trash, self.timeout)
+
+    def adopt(self, pairs: list[tuple[MessageRef, MessageView]]) -> None:
+        """Read these messages' bodies (for ``run``, ``deliver`` or a notification) through
+        this connection from now on: the one that made the views is busy with the next
+        batch."""
+        for ref, view in pairs:
+            view.load_bytes = functools.partial(self._body, ref)
+
     # -- finding new mail -----------------------------------------------------------------
 
     def scan(
@@ -420,8 +437,6 @@ class ImapMailbox:
         process_existing: bool,
         narrow: list[object] | None = None,
     ) -> Scan:
-        self._moved.clear()  # where the last run's messages went: needed no longer
-        self._gone.clear()
         client = self._conn()
         if self._selected == folder:
             # A connection kept from an earlier run: STATUS and SEARCH on the selected folder
@@ -461,9 +476,12 @@ class ImapMailbox:
         self._select(folder)  # if it was selected already, the NOOP above synced its view
         note = None
         if process_all or (first and known.validity is None):
-            uids = self._narrowed(narrow) if narrow and self.settings.server_search else None
-            if uids is None:
-                uids = self._search(["ALL"])
+            uids = self._every(narrow)
+        elif not first and last is None:
+            # A first pass over the existing mail that was stopped (or killed) part way:
+            # what it recorded is done; the rest is processed now.
+            seen = known.seen(validity)
+            uids = [u for u in self._every(narrow) if str(u) not in seen]
         elif first:
             uids = self._revalidated(known)
             note = (
@@ -478,6 +496,11 @@ class ImapMailbox:
         cursor = max([top, *uids]) if uids or top >= 0 else None
         refs = [MessageRef(folder, u, u) for u in map(str, sorted(uids))]
         return Scan(validity, refs, first=first, cursor=cursor, note=note)
+
+    def _every(self, narrow: list[object] | None) -> list[int]:
+        """Every message some rule may act on: the narrowing SEARCH's, or all."""
+        uids = self._narrowed(narrow) if narrow and self.settings.server_search else None
+        return self._search(["ALL"]) if uids is None else uids
 
     def _search(self, criteria: list[str]) -> list[int]:
         client = self._conn()
@@ -535,8 +558,6 @@ class ImapMailbox:
         the same connection."""
         if not refs:
             return
-        self._moved.clear()  # where the last batch's messages went: acted on and recorded
-        self._gone.clear()
         folder = refs[0].folder
         self._select(folder)
         headers = sorted({*BASE_FIELDS, *(n[7:].upper() for n in needs if n.startswith("header:"))})
@@ -594,13 +615,14 @@ class ImapMailbox:
         )
 
     def _body(self, ref: MessageRef) -> bytes:
-        key = (ref.folder, ref.location)
-        folder, uid = self._moved.get(key, key)
-        if key in self._gone:
-            raise SourceError(
-                f"{self.label}: {ref.folder} UID {ref.location} was moved and the server did not "
-                "say where (no UIDPLUS); put 'run' before 'move' in the rule"
-            )
+        folder, uid = ref.folder, ref.location
+        if ref.moved_to is not None:
+            if ref.moved_to not in ref.arrived_in:
+                raise SourceError(
+                    f"{self.label}: {ref.folder} UID {ref.location} was moved and the server did "
+                    "not say where (no UIDPLUS); put 'run' before 'move' in the rule"
+                )
+            folder, uid = ref.moved_to, ref.arrived_in[ref.moved_to][0]
         self._select(folder)
         item = self._fetch([int(uid)], [b"BODY.PEEK[]"]).get(int(uid), {})
         body = item.get(b"BODY[]")
@@ -638,6 +660,7 @@ class ImapMailbox:
         if typ != "OK":
             text = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
             raise IMAPClientError(f"UID {name} failed: {text}")
+        failpoints.reached()  # done on the server, not yet recorded: the crash tests stop here
 
     def _transfer(self, refs: list[MessageRef], dest: str, verb: str) -> list[Result]:
         """UID COPY or UID MOVE into dest (created on TRYCREATE); record where copies went."""
@@ -692,10 +715,7 @@ class ImapMailbox:
             ]
         for ref, result in zip(refs, results, strict=True):
             if result is None:  # a later 'run' reads the message where it went (COPYUID)
-                if dest in ref.arrived_in:
-                    self._moved[(ref.folder, ref.location)] = (dest, ref.arrived_in[dest][0])
-                else:
-                    self._gone.add((ref.folder, ref.location))
+                ref.moved_to = dest
         return results
 
     def copy(self, refs: list[MessageRef], dest: str) -> list[Result]:

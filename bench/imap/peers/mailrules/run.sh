@@ -10,8 +10,9 @@ set -eu
 unset PYTHONDONTWRITEBYTECODE
 here=$(cd "$(dirname "$0")" && pwd)
 state=${BENCH_BASE:-/tmp/mailbench}/mailrules-state
-# The inode alone can be reused by the new directory; its nanosecond ctime cannot.
-mailbox=$(stat -c '%i %z' "$BENCH_MAILDIR")
+# The inode alone can be reused by the new directory; its birth time cannot. (Not its
+# ctime: Dovecot's own index writes change that, and a poll would start over.)
+mailbox=$(stat -c '%i %W' "$BENCH_MAILDIR")
 if [ "$(cat "$state/mailbox-inode" 2>/dev/null || true)" != "$mailbox" ]; then
     rm -rf "$state"
     mkdir -p "$state"
