@@ -30,7 +30,7 @@ from mailrules.sources.maildir import Maildir, write_message
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     """One message with its planned steps and, after execution, their results."""
 

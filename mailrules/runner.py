@@ -26,7 +26,7 @@ from mailrules.message import MessageView
 from mailrules.rules.conditions import EvalContext
 from mailrules.rules.engine import Decision, Rule, decide
 from mailrules.rules.search import any_of, to_search
-from mailrules.sources.base import Known, Mailbox, MessageRef
+from mailrules.sources.base import Known, Mailbox, MessageRef, Scan
 from mailrules.state import AuditRow, Seen, State
 
 log = logging.getLogger(__name__)
@@ -89,35 +89,48 @@ class Decided:
 class _Acting:
     """Runs decided batches' actions, then ``finish`` (settle and record) on each.
 
-    A mailbox that offers ``actor()`` (IMAP: a second connection to the account) acts in
-    a worker thread while the next batches are read and decided here, so a full pass
-    costs about the server's time for the actions instead of that plus the rules' time.
-    Whatever was decided while the worker was busy goes in its next round at once (up to
-    ``action_batch`` messages; deciding waits beyond that): each destination's share is one
-    UID set, and on Dovecot every MOVE or EXPUNGE command costs in proportion to the
-    folder's size, so few large rounds beat many small ones.
+    Once ``start_worker`` ran (a full pass, or many new messages) a mailbox that offers
+    ``actor()`` (IMAP: a second connection to the account) acts in a worker thread while
+    the next batches are read and decided here, so a full pass costs about the server's
+    time for the actions instead of that plus the rules' time. Whatever was decided
+    while the worker was busy goes in its next round at once (up to ``action_batch``
+    messages; deciding waits beyond that): each destination's share is one UID set, and
+    on Dovecot every MOVE or EXPUNGE command costs in proportion to the folder's size, so
+    few large rounds beat many small ones.
 
     A round is recorded only after its actions returned, as without the worker; so a
     crash or a dropped connection leaves each message where the last finished action
-    put it, as ever. Without an actor each batch is acted on and recorded at once.
+    put it, as ever. Without a worker each batch is acted on and recorded at once.
     """
 
-    def __init__(
-        self, box: Mailbox, actor: Mailbox | None, finish: Callable[[Decided], list[str]]
-    ) -> None:
+    def __init__(self, box: Mailbox, finish: Callable[[Decided], list[str]]) -> None:
         self.box = box
-        self.actor = actor
         self.finish = finish
         self.limit = getattr(box, "action_batch", BATCH)
-        self._pool = ThreadPoolExecutor(1, "mailrules-act") if actor is not None else None
-        self._pending: tuple[Future[SourceError | None], Decided] | None = None
+        self.actor: Mailbox | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._unavailable: Exception | None = None  # why the second connection failed
+        self._pending: tuple[Future[Exception | None], Decided] | None = None
         self._waiting = Decided()
         self._failed: list[str] = []
 
-    @classmethod
-    def open(cls, box: Mailbox, several: bool, finish: Callable[[Decided], list[str]]) -> _Acting:
-        make = getattr(box, "actor", None)
-        return cls(box, make() if several and make is not None else None, finish)
+    def start_worker(self, folder: str) -> None:
+        """Open the second connection (if the mailbox offers one) and select ``folder``
+        on it, in the worker; what is added from now on is acted on there. The box's own
+        connection is made first, so a server that allows one refuses the second."""
+        make = getattr(self.box, "actor", None)
+        if make is None or self.actor is not None:
+            return
+        self.box.open()  # type: ignore[attr-defined]
+        self.actor = make()
+        self._pool = ThreadPoolExecutor(1, "mailrules-act")
+        self._pool.submit(self._connect, folder)
+
+    def _connect(self, folder: str) -> None:
+        try:
+            self.actor.open(folder)  # type: ignore[union-attr]
+        except Exception as exc:  # whatever it was, the first connection can still act
+            self._unavailable = exc
 
     def add(self, decided: Decided) -> None:
         """Act on ``decided`` now, or as soon as the worker is free."""
@@ -143,13 +156,11 @@ class _Acting:
         self.actor.adopt([(item.ref, item.view) for item in decided.items])  # type: ignore[attr-defined]
         self._pending = (self._pool.submit(self._act, decided.items), decided)
 
-    def _act(self, items: list[Item]) -> SourceError | None:
-        """In the worker: act through the actor, once it is connected."""
+    def _act(self, items: list[Item]) -> Exception | None:
+        """In the worker: act through the actor, if it could connect."""
+        if self._unavailable is not None:
+            return self._unavailable
         assert self.actor is not None
-        try:
-            self.actor.open()  # type: ignore[attr-defined]
-        except SourceError as exc:
-            return exc
         execute(self.actor, items)  # failures go into the items; it does not raise
         return None
 
@@ -252,6 +263,7 @@ class FolderRun:
     rules: list[Rule]
     options: RunOptions
     report: Report
+    validity: str = ""  # the folder's, once scanned
 
     def run(self) -> None:
         name, folder = self.account.name, self.folder
@@ -271,21 +283,38 @@ class FolderRun:
         # A first pass over existing mail, or one that was stopped before it finished.
         unfinished = info is None or (info.last_uid is None and bool(info.validity))
         full_pass = self.options.process_all or (process_existing and unfinished)
-        scan = self.box.scan(
-            folder,
-            known,
-            process_all=self.options.process_all,
-            process_existing=process_existing,
-            narrow=self._narrow(rules) if full_pass else None,
-        )
+        writing = not self.options.dry_run and self.state is not None
+        acting = _Acting(self.box, self._finish)
+        try:
+            if full_pass and writing:
+                acting.start_worker(folder)  # it connects while this box's connection searches
+            scan = self.box.scan(
+                folder,
+                known,
+                process_all=self.options.process_all,
+                process_existing=process_existing,
+                narrow=self._narrow(rules) if full_pass else None,
+            )
+            self.validity = scan.validity
+            failed = self._process(scan, rules, writing, acting)
+        finally:
+            acting.close()  # after an error too: the round under way is finished and recorded
+        if writing and scan.cursor is not None:
+            done_to = scan.cursor if not failed else min(failed) - 1
+            if known.last_uid is not None and not scan.first:
+                done_to = max(done_to, known.last_uid)
+            self.state.set_cursor(name, folder, scan.validity, done_to)  # type: ignore[union-attr]
+
+    def _process(self, scan: Scan, rules: list[Rule], writing: bool, acting: _Acting) -> list[int]:
+        """Record the scan's baseline, decide and act on its messages; the failed uids."""
+        name, folder = self.account.name, self.folder
         if scan.note:
             self.report.notes.append(f"{name}/{scan.note}")
-        writing = not self.options.dry_run and self.state is not None
         if writing and scan.first:
             first_cursor = scan.cursor if not scan.refs else None
-            self.state.baseline(name, folder, scan.validity, scan.baseline, first_cursor)
+            self.state.baseline(name, folder, scan.validity, scan.baseline, first_cursor)  # type: ignore[union-attr]
         if writing and scan.forget:
-            self.state.commit(name, scan.validity, {}, {folder: scan.forget}, [])
+            self.state.commit(name, scan.validity, {}, {folder: scan.forget}, [])  # type: ignore[union-attr]
         self.report.new += len(scan.refs)
         if scan.refs:
             log.info("%s/%s: %d to process", name, folder, len(scan.refs))
@@ -293,31 +322,23 @@ class FolderRun:
         failed: list[int] = []
         batch = failpoints.batch_size(getattr(self.box, "batch_size", BATCH))
         batches = [scan.refs[i : i + batch] for i in range(0, len(scan.refs), batch)]
-        acting = _Acting.open(
-            self.box, len(batches) > 1 and writing, lambda d: self._finish(d, scan.validity)
-        )
-        try:
-            for n, refs in enumerate(batches):
-                if self.options.stopping():
-                    # Not reached: the cursor stays below them, so the next run does them.
-                    left = [r.uid for b in batches[n:] for r in b] + acting.drop_waiting()
-                    failed.extend(int(u) for u in left if u.isdigit())
-                    log.info("%s/%s: stopping; %d left for later", name, folder, len(left))
-                    break
-                decided = self._decide(refs, rules, needs)
-                failed.extend(int(u) for u in decided.failed if u.isdigit())
-                if self.options.dry_run:
-                    self._plan(decided)
-                    continue
-                acting.add(decided)
-            failed.extend(int(u) for u in acting.wait() if u.isdigit())
-        finally:
-            acting.close()
-        if writing and scan.cursor is not None:
-            done_to = scan.cursor if not failed else min(failed) - 1
-            if known.last_uid is not None and not scan.first:
-                done_to = max(done_to, known.last_uid)
-            self.state.set_cursor(name, folder, scan.validity, done_to)
+        if len(batches) > 1 and writing:
+            acting.start_worker(folder)
+        for n, refs in enumerate(batches):
+            if self.options.stopping():
+                # Not reached: the cursor stays below them, so the next run does them.
+                left = [r.uid for b in batches[n:] for r in b] + acting.drop_waiting()
+                failed.extend(int(u) for u in left if u.isdigit())
+                log.info("%s/%s: stopping; %d left for later", name, folder, len(left))
+                break
+            decided = self._decide(refs, rules, needs)
+            failed.extend(int(u) for u in decided.failed if u.isdigit())
+            if self.options.dry_run:
+                self._plan(decided)
+                continue
+            acting.add(decided)
+        failed.extend(int(u) for u in acting.wait() if u.isdigit())
+        return failed
 
     def _narrow(self, rules: list[Rule]) -> list[object] | None:
         """SEARCH criteria that every message some rule could act on matches, if any."""
@@ -359,7 +380,7 @@ class FolderRun:
                     view.name,
                     "; ".join(view.defects[:3]),
                 )
-            view.compact()
+            view.compact(any(step.action.reads_message for step in decision.steps))
             if decision.steps:
                 decided.items.append(Item(ref, view, decision.steps))
             else:
@@ -371,13 +392,13 @@ class FolderRun:
             for step in item.steps:
                 self._event(item.ref, item.view, step.rule, step.describe(), "planned")
 
-    def _finish(self, decided: Decided, validity: str) -> list[str]:
+    def _finish(self, decided: Decided) -> list[str]:
         """After a batch's actions: settle, record; the uids that failed (to be retried)."""
         items, unplanned = decided.items, decided.unplanned
         settle = getattr(self.box, "settle", None)  # POP3: deliver what no rule placed
         if settle is not None:
             settle(items, unplanned)
-        self._record(items, unplanned, validity)
+        self._record(items, unplanned, self.validity)
         return [item.ref.uid for item in items if not item.ok]
 
     def _record(

@@ -29,6 +29,7 @@ class Action:
     capability: str | None = None
     relocates: bool = False  # the message leaves the folder
     needs_location: bool = True  # it acts on the message where it is in the mailbox
+    reads_message: bool = False  # it reads the message's headers or body when it runs
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,14 @@ class FlagAction(Action):
 class DeliverAction(Action):
     path: Template | None = None
     folder: Template | None = None
+    reads_message: bool = True
 
 
 @dataclass(frozen=True)
 class RunAction(Action):
     argv: tuple[Template, ...] = ()
     timeout: float = 60.0
+    reads_message: bool = True
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class NotifyAction(Action):
     at: Path = ()
     channel: str = ""
     limit_key: str = ""
+    reads_message: bool = True
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,16 @@ class Rule:
         return self.condition.needs | {f"header:{h}" for h in self.condition.headers()}
 
 
-@dataclass(frozen=True)
+_STEPS: dict[Step, Step] = {}
+
+
+def _shared(step: Step) -> Step:
+    """One object per distinct step: a full pass holds thousands of messages' plans, and
+    most share a few steps (a template's steps differ by their arguments)."""
+    return _STEPS.setdefault(step, step) if len(_STEPS) < 4096 else step
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One planned action with its arguments filled in; hashable, for batching."""
 
@@ -131,7 +140,9 @@ def decide(
             continue
         context = {"account": ctx.account, "folder": ctx.folder, "rule": rule.name}
         for act in rule.actions:
-            step = Step(rule.name, act, _render(act, msg, context, outcome.captures, clean_folder))
+            step = _shared(
+                Step(rule.name, act, _render(act, msg, context, outcome.captures, clean_folder))
+            )
             entry.steps.append(step)
             if act.name != "stop":
                 steps.append(step)

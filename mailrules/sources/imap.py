@@ -151,7 +151,7 @@ class ImapMailbox:
     # connection) on everything decided meanwhile, up to action_batch messages a round
     # (see runner._Acting). Both bound what a 50k-message pass holds in memory.
     batch_size = 500
-    action_batch = 2500
+    action_batch = 3000
 
     def __init__(self, account: str, settings: ImapModel, trash: str | None, timeout: float):
         self.account = account
@@ -182,9 +182,12 @@ class ImapMailbox:
             return f"{self.account} (tunnel {self.settings.tunnel[0]})"
         return f"{self.account} ({self.settings.host})"
 
-    def open(self) -> None:
-        """Connect and log in now (it happens on first use otherwise); SourceError if not."""
+    def open(self, folder: str | None = None) -> None:
+        """Connect and log in now (it happens on first use otherwise), and SELECT ``folder``
+        if given; SourceError if not."""
         self._conn()
+        if folder is not None:
+            self._select(folder, write=True)
 
     def _conn(self) -> IMAPClient:
         if self._client is None:
