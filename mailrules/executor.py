@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailrules.commands import CommandFailed, run_command
-from mailrules.message import MessageView
+from mailrules.message import MessageView, Summary
 from mailrules.notify.payload import Notification, build
 from mailrules.rules.actions import (
     DeleteAction,
@@ -35,7 +35,7 @@ class Item:
     """One message with its planned steps and, after execution, their results."""
 
     ref: MessageRef
-    view: MessageView
+    view: MessageView | Summary  # a Summary when no step reads the message
     steps: list[Step]
     results: list[tuple[Step, Result]] = field(default_factory=list)
     outbox: list[Notification] = field(default_factory=list)  # recorded with the message

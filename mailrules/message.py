@@ -202,6 +202,21 @@ def html_to_text(html: str) -> str:
     return re.sub(r"[ \t\r\f\v]+", " ", "".join(parser.parts))
 
 
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What the audit log, the state and a run's report show of a decided message."""
+
+    name: str
+    subject: str
+    message_id: str
+    senders: tuple[str, ...]  # the From addresses
+
+    def addresses(self, kind: str) -> list[Address]:
+        if kind != "from":
+            raise ValueError(f"{self.name}: a summary keeps only the From addresses")
+        return [Address("", address) for address in self.senders]
+
+
 @dataclass
 class MessageView:
     """A message as rules see it. Cheap to build: only the header block is required.
@@ -229,8 +244,6 @@ class MessageView:
 
     @cached_property
     def fields(self) -> dict[str, list[str]]:
-        if self.__dict__.get("_emptied"):
-            raise RuntimeError(f"{self.name}: its headers were let go (compact) and are needed")
         out: dict[str, list[str]] = {}
         # Parsed again after compact(): its defects were reported the first time.
         defects = [] if self.__dict__.get("_compacted") else self.defects
@@ -240,23 +253,23 @@ class MessageView:
             self.defects.append("no header fields (an empty file, or not a message)")
         return out
 
-    def compact(self, keep_message: bool = True) -> None:
+    def compact(self) -> None:
         """Once the rules have decided: keep what logs, the audit and the state read (the
-        subject, Message-ID and From) and let the other parsed fields go. A run holds
-        thousands of views until their actions are done; anything else asked later is
-        parsed again from the header block. Without ``keep_message`` (no action reads
-        the message: it is moved, copied, deleted or flagged) the header block and the
-        way to the body go too, and asking for anything else is an error."""
+        subject, Message-ID and From) and let the other parsed fields go. A run holds a
+        batch of thousands of views until their actions are done; anything else asked
+        later is parsed again from the header block."""
         self.subject, self.message_id, self.addresses("from")
         cache = self.__dict__.get("_addr_cache")
         if cache:
             self.__dict__["_addr_cache"] = {"from": cache["from"]}
         self.__dict__.pop("fields", None)
         self.__dict__["_compacted"] = True
-        if not keep_message:
-            self.header_block = b""
-            self.load_bytes = None
-            self.__dict__["_emptied"] = True
+
+    def summary(self) -> Summary:
+        """All a decided message needs when no action reads it (move, copy, delete, flag):
+        about a third of a compacted view, so a full pass can hold more of them."""
+        senders = tuple(a.address for a in self.addresses("from"))
+        return Summary(self.name, self.subject, self.message_id, senders)
 
     def has_header(self, name: str) -> bool:
         return name.lower() in self.fields
@@ -336,8 +349,6 @@ class MessageView:
     # -- body ----------------------------------------------------------------------
 
     def raw(self) -> bytes:
-        if self.__dict__.get("_emptied"):
-            raise RuntimeError(f"{self.name}: the message was let go (compact) and is needed")
         if self.load_bytes is None:
             return self.header_block
         return self.load_bytes()

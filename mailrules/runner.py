@@ -22,7 +22,7 @@ from mailrules import failpoints
 from mailrules.config.load import Account, Config
 from mailrules.errors import RuleError, SourceError, StateError
 from mailrules.executor import Item, execute
-from mailrules.message import MessageView
+from mailrules.message import MessageView, Summary
 from mailrules.rules.conditions import EvalContext
 from mailrules.rules.engine import Decision, Rule, decide
 from mailrules.rules.search import any_of, to_search
@@ -82,7 +82,7 @@ class Decided:
     """One batch after the rules decided: what to act on, what no rule wanted, what failed."""
 
     items: list[Item] = field(default_factory=list)
-    unplanned: list[tuple[MessageRef, MessageView]] = field(default_factory=list)
+    unplanned: list[tuple[MessageRef, Summary]] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
 
@@ -380,11 +380,13 @@ class FolderRun:
                     view.name,
                     "; ".join(view.defects[:3]),
                 )
-            view.compact(any(step.action.reads_message for step in decision.steps))
-            if decision.steps:
+            if any(step.action.reads_message for step in decision.steps):
+                view.compact()
                 decided.items.append(Item(ref, view, decision.steps))
+            elif decision.steps:
+                decided.items.append(Item(ref, view.summary(), decision.steps))
             else:
-                decided.unplanned.append((ref, view))
+                decided.unplanned.append((ref, view.summary()))
         return decided
 
     def _plan(self, decided: Decided) -> None:
@@ -402,7 +404,7 @@ class FolderRun:
         return [item.ref.uid for item in items if not item.ok]
 
     def _record(
-        self, items: list[Item], unplanned: list[tuple[MessageRef, MessageView]], validity: str
+        self, items: list[Item], unplanned: list[tuple[MessageRef, Summary]], validity: str
     ) -> None:
         name = self.account.name
         watched = set(self.account.settings.folders)

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pytest
 
+from mailrules.message import MessageView
 from tests.conftest import NOW
 
 OLD = NOW - timedelta(days=20)
@@ -228,3 +229,19 @@ def test_explain_names_the_deciding_condition_with_decoded_values(
     assert "-> flag +flagged" in out
     # explain never changes anything
     assert not maildir.folder_path("Spam").exists()
+
+
+def test_a_decided_message_summary_keeps_what_the_audit_shows():
+    """What a full pass keeps of a message no action will read: subject, Message-ID, From."""
+    view = MessageView.from_bytes(
+        b"From: Anna <Anna@Kunde.example>\r\nTo: me@example.net\r\n"
+        b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nMessage-ID: <m1@kunde.example>\r\n\r\nbody\r\n",
+        name="UID 7",
+    )
+    summary = view.summary()
+    assert (summary.name, summary.subject, summary.message_id) == (
+        "UID 7", "Grüße", "<m1@kunde.example>"
+    )  # fmt: skip
+    assert [a.address for a in summary.addresses("from")] == ["anna@kunde.example"]
+    with pytest.raises(ValueError, match="only the From"):
+        summary.addresses("recipient")

@@ -161,3 +161,30 @@ def test_a_server_that_allows_one_connection_gets_the_actions_on_it(
     assert done.returncode == 0, done.stderr
     assert "acting on the first connection" in done.stderr
     assert expected_problems(box) == []
+
+
+def test_run_after_move_reads_each_message_where_it_went(
+    dovecot_preauth_factory, tmp_path, run_cli
+):
+    """The second connection moved the message; the command still gets the whole message."""
+    box = dovecot_preauth_factory()
+    fill(box)
+    out = tmp_path / "out"
+    rules = (
+        "- {name: clients, when: {from: '*@client.example'}, then: [{move: Clients}, "
+        f"{{run: [sh, -c, 'cat >> {out}']}}]}}\n"
+    )
+    path = config(tmp_path, tunnel(box), rules, extra="existing: process\n")
+    done = run_cli(
+        "run", "--once", "-c", str(path), "--state-dir", str(tmp_path / "state"),
+        extra_env={"MAILRULES_BATCH": "2"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    clients = [m for m in MIDS if m[0] == "c"]
+    assert sorted(m.message_id for m in box.messages("Clients")) == sorted(
+        f"<{m}@t>" for m in clients
+    )
+    text = out.read_text()
+    for mid in clients:  # headers and body, as read from Clients
+        assert f"Message-ID: <{mid}@t>" in text and f"order {mid}" in text
+    assert text.count("\nhi\n") == len(clients)

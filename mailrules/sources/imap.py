@@ -38,7 +38,7 @@ from mailrules import failpoints
 from mailrules.auth import SecretSource
 from mailrules.config.model import ImapModel
 from mailrules.errors import CredentialError, FolderError, SourceError
-from mailrules.message import MessageView
+from mailrules.message import MessageView, Summary
 from mailrules.rules.search import needs_utf8
 from mailrules.sources.base import Known, MessageRef, Result, Scan
 from mailrules.sources.imap_fetch import FetchError, fetch_stream
@@ -149,9 +149,11 @@ class ImapMailbox:
     capabilities = frozenset({"move", "copy", "delete", "flags", "keywords"})
     # A full pass reads and decides 500 messages at a time, and acts (over a second
     # connection) on everything decided meanwhile, up to action_batch messages a round
-    # (see runner._Acting). Both bound what a 50k-message pass holds in memory.
+    # (see runner._Acting): each round costs Dovecot about 1 s at 50k messages whatever
+    # its size, and deciding 500 takes about 0.15 s. A decided message is kept as a
+    # Summary (about 1 KB with its plan), so a 50k-message pass peaks near 56 MiB.
     batch_size = 500
-    action_batch = 3000
+    action_batch = 6000
 
     def __init__(self, account: str, settings: ImapModel, trash: str | None, timeout: float):
         self.account = account
@@ -423,12 +425,13 @@ class ImapMailbox:
         hands it each batch's views (``adopt``) and closes it."""
         return ImapMailbox(self.account, self.settings, self._trash, self.timeout)
 
-    def adopt(self, pairs: list[tuple[MessageRef, MessageView]]) -> None:
+    def adopt(self, pairs: list[tuple[MessageRef, MessageView | Summary]]) -> None:
         """Read these messages' bodies (for ``run``, ``deliver`` or a notification) through
         this connection from now on: the one that made the views is busy with the next
         batch."""
         for ref, view in pairs:
-            view.load_bytes = functools.partial(self._body, ref)
+            if isinstance(view, MessageView):  # not a Summary: some action reads it
+                view.load_bytes = functools.partial(self._body, ref)
 
     # -- finding new mail -----------------------------------------------------------------
 

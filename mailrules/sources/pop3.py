@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from mailrules import failpoints
 from mailrules.errors import MailrulesError, SourceError
-from mailrules.message import MessageView, split_header_block
+from mailrules.message import MessageView, Summary, split_header_block
 from mailrules.sources.base import Known, MessageRef, Result, Scan
 from mailrules.sources.maildir import Maildir, fsync_dir
 from mailrules.sources.pop3_connect import Connector, _text
@@ -409,7 +409,7 @@ class Pop3Mailbox(Connector):
         self._dele.update(r.uid for r in refs)
         return [None] * len(refs)
 
-    def settle(self, items: list[Item], unplanned: list[tuple[MessageRef, MessageView]]) -> None:
+    def settle(self, items: list[Item], unplanned: list[tuple[MessageRef, Summary]]) -> None:
         """Deliver into INBOX what no rule delivered or deleted; record what is now local.
 
         Called after the rules' actions and before the runner marks the batch seen. A
