@@ -212,7 +212,9 @@ class ImapMailbox:
     def _connect(self) -> IMAPClient:
         s = self.settings
         timeout = SocketTimeout(self.timeout, self.timeout)
-        context = make_context(s.ca_file, s.fingerprint)
+        # Loading the system's CA store costs about 50 ms: only where TLS is used.
+        tls = not s.tunnel and s.security != "plain"
+        context = make_context(s.ca_file, s.fingerprint) if tls else None
         if s.tunnel:
             self._tunnel = Tunnel(list(s.tunnel), self.label)
             client: IMAPClient = _TunnelClient(self._tunnel, timeout)
@@ -237,6 +239,7 @@ class ImapMailbox:
                     f"{self.label}: security is starttls but the server does not offer "
                     "STARTTLS; refusing to continue in plaintext"
                 )
+            assert context is not None
             try:
                 client.starttls(context)
             except ssl.SSLCertVerificationError:
