@@ -27,6 +27,7 @@ import re
 import select
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
@@ -170,6 +171,8 @@ class ImapMailbox:
         self.uidnext_seen: dict[str, int] = {}  # folder -> UIDNEXT its last scan went up to
         self._warned_uidplus = False
         self._fetches = 0  # streamed FETCHes so far: their tags
+        self._partner: ImapMailbox | None = None  # the latest actor() handed out
+        self.ready = threading.Event()  # set once open() has ended
 
     # -- connection -----------------------------------------------------------------------
 
@@ -186,10 +189,13 @@ class ImapMailbox:
 
     def open(self, folder: str | None = None) -> None:
         """Connect and log in now (it happens on first use otherwise), and SELECT ``folder``
-        if given; SourceError if not."""
-        self._conn()
-        if folder is not None:
-            self._select(folder, write=True)
+        if given; SourceError if not. ``ready`` is set when it has ended, either way."""
+        try:
+            self._conn()
+            if folder is not None:
+                self._select(folder, write=True)
+        finally:
+            self.ready.set()
 
     def _conn(self) -> IMAPClient:
         if self._client is None:
@@ -425,8 +431,10 @@ class ImapMailbox:
     def actor(self) -> ImapMailbox:
         """A second connection to this account, to act on one batch while this one reads
         and decides the next (a full pass of many messages; see ``runner``). The caller
-        hands it each batch's views (``adopt``) and closes it."""
-        return ImapMailbox(self.account, self.settings, self._trash, self.timeout)
+        opens it (in its worker), hands it each batch's views (``adopt``) and closes it.
+        Until it first acts, a full pass's narrowing SEARCH may share the folder with it."""
+        self._partner = ImapMailbox(self.account, self.settings, self._trash, self.timeout)
+        return self._partner
 
     def adopt(self, pairs: list[tuple[MessageRef, MessageView | Summary]]) -> None:
         """Read these messages' bodies (for ``run``, ``deliver`` or a notification) through
@@ -508,7 +516,7 @@ class ImapMailbox:
 
     def _every(self, narrow: list[object] | None) -> list[int]:
         """Every message some rule may act on: the narrowing SEARCH's, or all."""
-        uids = self._narrowed(narrow) if narrow and self.settings.server_search else None
+        uids = self._narrowed_shared(narrow) if narrow and self.settings.server_search else None
         return self._search(["ALL"]) if uids is None else uids
 
     def _search(self, criteria: list[str]) -> list[int]:
@@ -518,16 +526,50 @@ class ImapMailbox:
         except IMAPClientError as exc:
             raise SourceError(f"{self.label}: SEARCH failed: {exc}") from None
 
-    def _narrowed(self, criteria: list[object]) -> list[int] | None:
+    def _narrowed_shared(self, criteria: list[object]) -> list[int] | None:
+        """The narrowing SEARCH, its upper half of UIDs searched by the actor's connection
+        at the same time where one is open (see ``actor``): without a header index the
+        server reads every message for it, the longest wait of a first pass, and two
+        sessions read in parallel. Each half is exactly ``UID lo:hi`` of the same SEARCH,
+        so together they give what one SEARCH would."""
+        partner, self._partner = self._partner, None  # from here on it acts, in its worker
+        if partner is None or not partner.ready.wait(self.timeout) or not partner.connected:
+            return self._narrowed(criteria)
+        every = self._search(["ALL"])  # the index alone: 40 ms at 50k messages
+        if len(every) < 2:
+            return self._narrowed(criteria)
+        middle = sorted(every)[len(every) // 2]
+        upper: list[list[int] | None] = [None]
+        helper = threading.Thread(
+            target=lambda: upper.__setitem__(
+                0, partner._narrowed(["UID", f"{middle}:*", *criteria], quiet=True)
+            ),
+            name="mailrules-search",
+        )
+        helper.start()
+        try:
+            lower = self._narrowed(["UID", f"1:{middle - 1}", *criteria])
+        finally:
+            helper.join()
+        if lower is None or upper[0] is None:
+            return lower if lower is None else self._narrowed(criteria)
+        return sorted(set(lower) | {u for u in upper[0] if u >= middle})
+
+    def _narrowed(self, criteria: list[object], quiet: bool = False) -> list[int] | None:
         """UIDs the server says may match; None if the server cannot search that."""
         client = self._conn()
         charset = "UTF-8" if needs_utf8(criteria) else None
         try:
             found = self._run("SEARCH", client.search, criteria, charset)
         except IMAPClientError as exc:
-            log.warning("%s: the server refused the narrowing SEARCH (%s); deciding every "
-                        "message here instead", self.label, exc)  # fmt: skip
+            if not quiet:
+                log.warning("%s: the server refused the narrowing SEARCH (%s); deciding every "
+                            "message here instead", self.label, exc)  # fmt: skip
             return None
+        except SourceError:
+            if quiet:  # the helper's connection: the caller searches on its own
+                return None
+            raise
         return [int(u) for u in found]
 
     def _revalidated(self, known: Known) -> list[int]:
