@@ -12,6 +12,7 @@ be missing, and the next ordinary run must finish the job.
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_imap import config, message, tunnel
+from tests.test_imap import config, flow, message, tunnel
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -188,3 +189,27 @@ def test_run_after_move_reads_each_message_where_it_went(
     for mid in clients:  # headers and body, as read from Clients
         assert f"Message-ID: <{mid}@t>" in text and f"order {mid}" in text
     assert text.count("\nhi\n") == len(clients)
+
+
+def test_both_connections_share_the_narrowing_search_and_miss_nothing(
+    dovecot_server, cutting_proxy, tmp_path, run_cli
+):
+    """The second connection searches the upper half of the UIDs while the first searches
+    the lower: together exactly what one SEARCH finds."""
+    server = dovecot_server
+    server.create("Trash")
+    fill(server)
+    proxy = cutting_proxy(server.imap_port, cut_after=None)
+    imap = flow(host="127.0.0.1", port=proxy.port, security="plain",
+                username=server.username, password=server.password)  # fmt: skip
+    path = config(tmp_path, imap, RULES, extra="existing: process\n")
+    done = run_cli("run", "--once", "-c", str(path), "--state-dir", str(tmp_path / "state"))
+    assert done.returncode == 0, done.stderr
+    assert expected_problems(server) == []
+    searches = [line for line in proxy.lines if b" SEARCH " in line.upper()]
+    lower = [s for s in searches if re.search(rb"SEARCH UID 1:(\d+) ", s, re.I)]
+    upper = [s for s in searches if re.search(rb"SEARCH UID (\d+):\* ", s, re.I)]
+    assert len(lower) == 1 and len(upper) == 1, searches
+    last_lower = int(re.search(rb"UID 1:(\d+)", lower[0]).group(1))
+    first_upper = int(re.search(rb"UID (\d+):\*", upper[0]).group(1))
+    assert first_upper == last_lower + 1
