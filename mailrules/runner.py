@@ -134,10 +134,6 @@ class _Acting:
 
     def add(self, decided: Decided) -> None:
         """Act on ``decided`` now, or as soon as the worker is free."""
-        if self._pool is None:
-            execute(self.box, decided.items)
-            self._failed.extend(self.finish(decided))
-            return
         self._waiting.items += decided.items
         self._waiting.unplanned += decided.unplanned
         waiting = len(self._waiting.items) + len(self._waiting.unplanned)
@@ -149,9 +145,8 @@ class _Acting:
 
     def _submit(self) -> None:
         decided, self._waiting = self._waiting, Decided()
-        if self._pool is None or self.actor is None:  # the worker gave up: act here
-            execute(self.box, decided.items)
-            self._failed.extend(self.finish(decided))
+        if self._pool is None or self.actor is None:  # no worker, or it gave up: act here
+            self._act_here(decided)
             return
         self.actor.adopt([(item.ref, item.view) for item in decided.items])  # type: ignore[attr-defined]
         self._pending = (self._pool.submit(self._act, decided.items), decided)
@@ -176,7 +171,12 @@ class _Acting:
                         "connection, one batch after another", unavailable)  # fmt: skip
             self._stop_worker()
             self.box.adopt([(item.ref, item.view) for item in decided.items])  # type: ignore[attr-defined]
-            execute(self.box, decided.items)
+            self._act_here(decided)
+        else:
+            self._failed.extend(self.finish(decided))
+
+    def _act_here(self, decided: Decided) -> None:
+        execute(self.box, decided.items)
         self._failed.extend(self.finish(decided))
 
     def wait(self) -> list[str]:
