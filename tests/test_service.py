@@ -96,6 +96,17 @@ def write_config(path: Path, dovecot: DovecotPreauth, rules: str, account: str =
     return path
 
 
+def slow_rule(done: Path, pause: float) -> str:
+    """Every message: a command that takes ``pause`` seconds and logs its Message-ID to
+    ``done``, then a move to Done."""
+    return f"""\
+        - name: slow
+          then:
+            - run: [sh, -c, 'sleep {pause}; echo "$MAILRULES_MESSAGE_ID" >> {done}']
+            - move: Done
+        """
+
+
 def start(services, tmp_path, config, env, notify=None, extra=None, wait=True) -> ServiceProcess:
     service = ServiceProcess(config, tmp_path / "state", env, notify, extra)
     services.append(service)
@@ -158,12 +169,7 @@ def test_mail_that_arrives_during_a_run_is_not_left_for_the_backstop(
     config = write_config(
         tmp_path / "rules.yaml",
         dovecot,
-        f"""\
-        - name: slow
-          then:
-            - run: [sh, -c, 'sleep 1; echo "$MAILRULES_MESSAGE_ID" >> {done}']
-            - move: Done
-        """,
+        slow_rule(done, 1),
     )
     service = start(services, tmp_path, config, env)
     dovecot.append("INBOX", message("first"))
@@ -229,12 +235,7 @@ def test_sigterm_mid_batch_loses_nothing_and_exits_quickly(
     config = write_config(
         tmp_path / "rules.yaml",
         dovecot,
-        f"""\
-        - name: slow
-          then:
-            - run: [sh, -c, 'sleep 0.1; echo "$MAILRULES_MESSAGE_ID" >> {done}']
-            - move: Done
-        """,
+        slow_rule(done, 0.1),
         account="existing: process\nschedule: {every: 1h}\n",
     )
     service = start(services, tmp_path, config, env, notify, wait=False)
@@ -261,12 +262,7 @@ def test_sigterm_while_a_watcher_processes_finishes_its_batch(
     config = write_config(
         tmp_path / "rules.yaml",
         dovecot,
-        f"""\
-        - name: slow
-          then:
-            - run: [sh, -c, 'sleep 0.2; echo "$MAILRULES_MESSAGE_ID" >> {done}']
-            - move: Done
-        """,
+        slow_rule(done, 0.2),
     )
     service = start(services, tmp_path, config, env, notify)
     for n in range(8):

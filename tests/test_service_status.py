@@ -95,12 +95,8 @@ def test_status_without_any_state(run_cli, tmp_path):
     ]
 
 
-def test_periodic_jobs_run_on_their_own_thread_with_their_own_state(tmp_path, maildir):
-    config = tmp_path / "rules.yaml"
-    config.write_text(
-        f"accounts:\n  local:\n    maildir: {maildir.root}\n"
-        "    schedule: {every: 1h}\nrules: []\n"
-    )
+def test_periodic_jobs_run_on_their_own_thread_with_their_own_state(tmp_path, write_config):
+    config = write_config("[]", "schedule: {every: 1h}\n")
     calls: list[tuple[str, int]] = []
 
     def tick(ctx) -> None:
@@ -130,12 +126,8 @@ def test_periodic_jobs_run_on_their_own_thread_with_their_own_state(tmp_path, ma
     assert "  3 waiting" in lines
 
 
-def test_a_periodic_job_can_run_right_after_new_mail(tmp_path, maildir):
-    config = tmp_path / "rules.yaml"
-    config.write_text(
-        f"accounts:\n  local:\n    maildir: {maildir.root}\n"
-        "    schedule: {every: 1s, jitter: 0s}\nrules: []\n"
-    )
+def test_a_periodic_job_can_run_right_after_new_mail(tmp_path, maildir, write_config):
+    config = write_config("[]", "schedule: {every: 1s, jitter: 0s}\n")
     calls: list[float] = []
     job = PeriodicJob("send", 3600, lambda ctx: calls.append(time.monotonic()), after_new_mail=True)
     service = Service(load_config(config), tmp_path / "state", periodic=[job])
@@ -150,13 +142,9 @@ def test_a_periodic_job_can_run_right_after_new_mail(tmp_path, maildir):
         service.stop()
 
 
-def test_a_job_the_config_does_not_want_costs_nothing(tmp_path, maildir):
+def test_a_job_the_config_does_not_want_costs_nothing(tmp_path, write_config):
     """The outbox's dispatcher with no notifiers configured: it never opens the state."""
-    config = tmp_path / "rules.yaml"
-    config.write_text(
-        f"accounts:\n  local:\n    maildir: {maildir.root}\n"
-        "    schedule: {every: 1h}\nrules: []\n"
-    )
+    config = write_config("[]", "schedule: {every: 1h}\n")
     calls: list[str] = []
     wanted = PeriodicJob("wanted", 0.1, lambda ctx: calls.append("wanted"))
     idle = PeriodicJob("idle", 0.1, lambda ctx: calls.append("idle"), wanted=lambda c: False)
