@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mailrules.interning import Pool
 from mailrules.message import MessageView
 from mailrules.rules.actions import (
     Action,
@@ -55,15 +56,6 @@ class Rule:
         return self.condition.needs | {f"header:{h}" for h in self.condition.headers()}
 
 
-_STEPS: dict[Step, Step] = {}
-
-
-def _shared(step: Step) -> Step:
-    """One object per distinct step: a full pass holds thousands of messages' plans, and
-    most share a few steps (a template's steps differ by their arguments)."""
-    return _STEPS.setdefault(step, step) if len(_STEPS) < 4096 else step
-
-
 @dataclass(frozen=True, slots=True)
 class Step:
     """One planned action with its arguments filled in; hashable, for batching."""
@@ -88,6 +80,11 @@ class Step:
         if isinstance(act, NotifyAction):
             return f"notify -> {act.notifier}: {self.args[0]!r}"
         return act.name
+
+
+# A full pass holds thousands of messages' plans, and most share a few steps (those of a
+# template differ by their arguments): one object per distinct step.
+_shared_steps: Pool[Step] = Pool(4096)
 
 
 @dataclass
@@ -140,7 +137,7 @@ def decide(
             continue
         context = {"account": ctx.account, "folder": ctx.folder, "rule": rule.name}
         for act in rule.actions:
-            step = _shared(
+            step = _shared_steps(
                 Step(rule.name, act, _render(act, msg, context, outcome.captures, clean_folder))
             )
             entry.steps.append(step)

@@ -39,6 +39,7 @@ from mailrules import failpoints
 from mailrules.auth import SecretSource
 from mailrules.config.model import ImapModel
 from mailrules.errors import CredentialError, FolderError, SourceError
+from mailrules.interning import Pool
 from mailrules.message import MessageView, Summary
 from mailrules.rules.search import needs_utf8
 from mailrules.sources.base import Known, MessageRef, Result, Scan
@@ -834,12 +835,7 @@ class ImapMailbox:
         return self._each_chunk(refs, one)
 
 
-_FLAG_SETS: dict[frozenset[str], frozenset[str]] = {}
-
-
-def _shared(flags: frozenset[str]) -> frozenset[str]:
-    """One object per distinct flag set: thousands of views hold a few kinds."""
-    return _FLAG_SETS.setdefault(flags, flags) if len(_FLAG_SETS) < 1024 else flags
+_shared: Pool[frozenset[str]] = Pool(1024)  # flag and keyword sets: a few kinds
 
 
 def _header_bytes(item: dict[bytes, object]) -> bytes:
