@@ -143,11 +143,16 @@ def parse_header_lines(block: bytes, defects: list[str]) -> list[tuple[str, str]
     try:
         text = block.decode("utf-8")
     except UnicodeDecodeError:
-        text = "".join(_decode_bytes(line) for line in block.splitlines(keepends=True))
+        text = "\n".join(_decode_bytes(line) for line in block.split(b"\n"))
     if text.startswith("From ") and ":" not in text.split("\n", 1)[0].split(" ", 1)[0]:
         text = text.split("\n", 1)[1] if "\n" in text else ""  # an mbox "From " line
     fields: list[tuple[str, str]] = []
-    for line in text.splitlines():
+    # Only CRLF and LF end a line (RFC 5322 s2.2; LF as mail on disk has it). Not
+    # str.splitlines(): it also breaks at \f, \v, \x1c-\x1e, U+0085, U+2028/9 and a bare
+    # CR, where a sender could hide a second From that no MTA or mail reader sees.
+    for line in text.split("\n"):
+        if line.endswith("\r"):
+            line = line[:-1]
         if not line:
             continue
         if line[0] in " \t":

@@ -1,0 +1,101 @@
+"""A hostile sender: mail built to crash, hang or fool the rules, through the real CLI.
+
+Each test puts a crafted message next to a normal one in a real Maildir (or feeds it to
+``deliver`` / ``explain``) and checks what a user notices: no traceback, the run ends in
+bounded time, the crafted message is handled as the README says, and the normal message
+after it is still processed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers_maildir import Workspace, message, put, scan
+
+NORMAL = "1700009999.M9999P1Q1.normal"
+RULES = """\
+  - name: orders
+    when: {from: orders@acme.example}
+    then: [{move: Orders}]
+  - name: boss
+    when: {from: boss@example.com}
+    then: [{move: Boss}]
+  - name: dmarc
+    when: {header: Authentication-Results, contains: "dmarc=pass"}
+    then: [{move: Trusted}]
+  - name: normal
+    when: {subject: "normal message"}
+    then: [{move: Normal}]
+"""
+
+
+def _ws(tmp_path: Path, rules: str = RULES) -> Workspace:
+    return Workspace(tmp_path).setup(rules, "    existing: process\n")
+
+
+def _folders(ws: Workspace) -> dict[str, str]:
+    """Message-ID -> folder, for every message in the tree."""
+    return {e.message_id or e.filename: e.folder for e in scan(ws.root)}
+
+
+def _run(ws: Workspace, *extra: str, timeout: float = 60) -> str:
+    """run --once; assert a clean exit and no traceback; return stdout + stderr."""
+    done = ws.run("run", "--once", *extra, timeout=timeout)
+    out = done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
+    assert "Traceback" not in out, out[-3000:]
+    assert done.returncode == 0, out[-3000:]
+    return out
+
+
+def _explain(ws: Workspace, path: Path) -> str:
+    done = ws.run("explain", str(path))
+    out = done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
+    assert "Traceback" not in out, out[-3000:]
+    assert done.returncode == 0, out[-3000:]
+    return out
+
+
+def _deliver(ws: Workspace, data: bytes) -> str:
+    done = ws.run("deliver", stdin=data)
+    out = done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
+    assert "Traceback" not in out, out[-3000:]
+    assert done.returncode == 0, out[-3000:]
+    return out
+
+
+def _with_normal(ws: Workspace, name: str, data: bytes) -> Path:
+    path = put(ws.root, name, data)
+    put(ws.root, NORMAL, message("<normal@test.example>", "normal message"))
+    return path
+
+
+# -- header smuggling --------------------------------------------------------------------
+
+SMUGGLERS = ["\f", "\v", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\r"]
+
+
+@pytest.mark.parametrize("sep", SMUGGLERS, ids=lambda s: f"U+{ord(s):04X}")
+def test_forged_header_inside_another_is_not_seen(tmp_path: Path, sep: str) -> None:
+    ws = _ws(tmp_path)
+    forged = (
+        f"From: stranger@evil.example\nMessage-ID: <s@test.example>\n"
+        f"Subject: hello{sep}From: boss@example.com{sep}Authentication-Results: x; dmarc=pass\n"
+        f"\nbody\n"
+    ).encode()
+    path = _with_normal(ws, "1700000001.M1P1Q1.smuggle", forged)
+    explained = _explain(ws, path)
+    assert "boss@example.com" not in explained.split("Subject:")[0]
+    _run(ws)
+    assert _folders(ws) == {"<s@test.example>": "INBOX", "<normal@test.example>": "Normal"}
+    _deliver(ws, forged.replace(b"<s@", b"<s2@"))
+    assert _folders(ws)["<s2@test.example>"] == "INBOX"
+
+
+def test_crlf_and_lf_are_line_ends(tmp_path: Path) -> None:
+    ws = _ws(tmp_path)
+    crlf = b"From: boss@example.com\r\nMessage-ID: <c@test.example>\r\nSubject: x\r\n\r\nbody\r\n"
+    put(ws.root, "1700000001.M1P1Q1.crlf", crlf)
+    _run(ws)
+    assert _folders(ws) == {"<c@test.example>": "Boss"}
