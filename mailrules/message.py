@@ -18,11 +18,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.header import decode_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 from functools import cached_property
 from html.parser import HTMLParser
+
+from mailrules.charsets import decode_text as _decode_bytes
+from mailrules.charsets import decode_words, without_surrogates
 
 log = logging.getLogger(__name__)
 
@@ -76,36 +78,6 @@ class Attachment:
     filename: str
     content_type: str
     size: int
-
-
-def _decode_bytes(data: bytes, charset: str | None = None) -> str:
-    """Decode header or body bytes: the declared charset, else UTF-8, else Latin-1."""
-    if charset:
-        try:
-            return data.decode(charset)
-        except (LookupError, UnicodeDecodeError, ValueError):
-            pass
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
-def decode_words(value: str) -> str:
-    """Decode RFC 2047 encoded words in a header value; return it unchanged on failure."""
-    if "=?" not in value:
-        return value
-    try:
-        parts = decode_header(value)
-    except Exception:  # the stdlib raises several kinds on bad input
-        return value
-    out = []
-    for chunk, charset in parts:
-        if isinstance(chunk, str):
-            out.append(chunk)
-        else:
-            out.append(_decode_bytes(chunk, charset))
-    return "".join(out)
 
 
 def split_header_block(data: bytes) -> tuple[bytes, int | None]:
@@ -399,13 +371,13 @@ class MessageView:
                 continue
             payload = _payload(part, self.defects)
             try:
-                filename = decode_words(part.get_filename() or "")
+                filename = decode_words(without_surrogates(part.get_filename() or ""))
             except Exception:  # RFC 2231 parameters can be garbage
                 filename = ""
             found.append(
                 Attachment(
                     filename=filename,
-                    content_type=part.get_content_type(),
+                    content_type=without_surrogates(part.get_content_type()),
                     size=len(payload),
                 )
             )

@@ -8,6 +8,8 @@ after it is still processed.
 
 from __future__ import annotations
 
+import base64
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,66 @@ def _with_normal(ws: Workspace, name: str, data: bytes) -> Path:
     path = put(ws.root, name, data)
     put(ws.root, NORMAL, message("<normal@test.example>", "normal message"))
     return path
+
+
+# -- lone surrogates and codecs that are not text charsets ---------------------------------
+
+SURROGATE_SUBJECTS = [
+    b"=?utf-7?q?+2AA-?=",
+    b"=?unicode_escape?q?=5Cud800?=",
+    b"=?raw_unicode_escape?q?=5Cudfff?=",
+    b"=?utf-7?b?K2RnQS0=?=",
+]
+
+
+@pytest.mark.parametrize("subject", SURROGATE_SUBJECTS, ids=lambda s: s.split(b"?")[1].decode())
+def test_surrogate_subject_is_processed_once(tmp_path: Path, subject: bytes) -> None:
+    rules = RULES + "  - name: tag\n    when: {subject: '2A'}\n    then: [{flag: flagged}]\n"
+    ws = _ws(tmp_path, rules)
+    data = b"From: orders@acme.example\nMessage-ID: <sur@test.example>\nSubject: " + subject
+    path = _with_normal(ws, "1700000001.M1P1Q1.sur", data + b"\n\nbody\n")
+    explained = _explain(ws, path)
+    assert "Subject: '" in explained
+    out = _run(ws)
+    assert _folders(ws) == {"<sur@test.example>": "Orders", "<normal@test.example>": "Normal"}
+    assert "2 new messages" in out, out
+    # The state recorded both: a second run has nothing to do.
+    again = _run(ws)
+    assert "0 new messages" in again, again
+    state = ws.run("state")
+    assert state.returncode == 0, state.stderr.decode("utf-8", "replace")[-2000:]
+    assert b"Traceback" not in state.stdout + state.stderr
+
+
+def test_surrogate_subject_through_deliver(tmp_path: Path) -> None:
+    ws = _ws(tmp_path)
+    data = b"From: orders@acme.example\nMessage-ID: <d@test.example>\nSubject: =?utf-7?q?+2AA-?="
+    _deliver(ws, data + b"\n\nbody\n")
+    assert _folders(ws) == {"<d@test.example>": "Orders"}
+
+
+def test_codec_that_is_not_a_charset_decodes_as_unknown(tmp_path: Path) -> None:
+    """rot13 or base64 as a 'charset' is decoded as an unknown charset would be."""
+    ws = _ws(tmp_path)
+    data = (
+        b"From: a@example.org\nMessage-ID: <r@test.example>\n"
+        b"Subject: =?rot13?q?abezny_zrffntr?=\n\nbody\n"
+    )
+    path = put(ws.root, "1700000001.M1P1Q1.rot", data)
+    assert "Subject: 'abezny zrffntr'" in _explain(ws, path)
+
+
+def test_punycode_subject_of_400k_is_quick(tmp_path: Path) -> None:
+    ws = _ws(tmp_path)
+    text = base64.b64encode(b"a" * 200_000 + b"-" + b"z" * 100_000)
+    data = b"From: a@example.org\nMessage-ID: <p@test.example>\nSubject: =?punycode?b?" + text
+    path = _with_normal(ws, "1700000001.M1P1Q1.puny", data + b"?=\n\nbody\n")
+    assert len(text) > 400_000
+    started = time.monotonic()
+    _explain(ws, path)
+    _run(ws)
+    assert time.monotonic() - started < 10  # two whole CLI runs; it took minutes before
+    assert _folders(ws)["<normal@test.example>"] == "Normal"
 
 
 # -- header smuggling --------------------------------------------------------------------
