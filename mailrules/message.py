@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from functools import cached_property
 from html.parser import HTMLParser
 
+from mailrules.addresses import Malformed, parse_mailboxes
 from mailrules.charsets import decode_text as _decode_bytes
 from mailrules.charsets import decode_words, without_surrogates
 
@@ -286,17 +287,11 @@ class MessageView:
             addr = simple.group("angle") or simple.group("bare")
             return [Address(written_name=name, address=addr.lower())]
         try:
-            pairs = getaddresses([raw])
-        except Exception:  # malformed address lists must not stop the run
-            self.defects.append(f"unparsable address list: {raw[:60]!r}")
+            pairs = parse_mailboxes(raw)
+        except Malformed as exc:  # matches nothing: never a guess that may be the display name
+            self.defects.append(f"malformed address header ({exc}): {raw[:60]!r}")
             return []
-        out = []
-        for name, addr in pairs:
-            addr = addr.strip().lower()
-            if not addr and not name:
-                continue
-            out.append(Address(written_name=name, address=addr))
-        return out
+        return [Address(written_name=name, address=addr) for name, addr in pairs]
 
     @cached_property
     def date(self) -> datetime | None:

@@ -161,3 +161,57 @@ def test_crlf_and_lf_are_line_ends(tmp_path: Path) -> None:
     put(ws.root, "1700000001.M1P1Q1.crlf", crlf)
     _run(ws)
     assert _folders(ws) == {"<c@test.example>": "Boss"}
+
+
+# -- a display name read as an address ------------------------------------------------------
+
+FOOLING_FROMS = [
+    "orders@acme.example <evil@phish.example>",
+    "evil@x)<orders@acme.example>",
+    "orders@acme.example (x) <evil@phish.example>",
+    "<evil@phish.example> orders@acme.example",
+    '"x" orders@acme.example',
+    "orders@acme.example evil@phish.example",
+    'orders@acme.example" <evil@phish.example>',
+    "(orders@acme.example) evil@phish.example",
+    "evil@phish.example (orders@acme.example",
+    "orders@acme.example <evil@phish.example",
+    "Orders <orders@acme.example@phish.example>",
+    "<orders@acme.example <evil@phish.example>>",
+]
+
+
+@pytest.mark.parametrize("sender", FOOLING_FROMS)
+def test_display_name_is_never_the_address(tmp_path: Path, sender: str) -> None:
+    ws = _ws(tmp_path)
+    data = message("<f@test.example>", "invoice", sender=sender)
+    path = _with_normal(ws, "1700000001.M1P1Q1.fool", data)
+    explained = _explain(ws, path)
+    assert "[MATCH] orders" not in explained, explained
+    _run(ws)
+    assert _folders(ws) == {"<f@test.example>": "INBOX", "<normal@test.example>": "Normal"}
+    _deliver(ws, data.replace(b"<f@", b"<f2@"))
+    assert _folders(ws)["<f2@test.example>"] == "INBOX"
+
+
+GENUINE_FROMS = [
+    "orders@acme.example",
+    "<orders@acme.example>",
+    "Acme Orders <orders@acme.example>",
+    '"Orders, Acme" <orders@acme.example>',
+    '"orders@acme.example" <ORDERS@acme.example>',
+    "orders@acme.example (Acme Orders)",
+    "=?utf-8?q?Acme_=C3=B6rders?= <orders@acme.example>",
+    "someone@else.example, Orders <orders@acme.example>",
+    "Acme: orders@acme.example, x@y.example;",
+    "Acme (the shop) <orders@acme.example>",
+    "Acme\n <orders@acme.example>",
+]
+
+
+@pytest.mark.parametrize("sender", GENUINE_FROMS)
+def test_genuine_address_still_matches(tmp_path: Path, sender: str) -> None:
+    ws = _ws(tmp_path)
+    put(ws.root, "1700000001.M1P1Q1.ok", message("<g@test.example>", "invoice", sender=sender))
+    _run(ws)
+    assert _folders(ws) == {"<g@test.example>": "Orders"}
