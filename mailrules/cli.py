@@ -181,6 +181,11 @@ def _state(args: argparse.Namespace, create: bool = True) -> State | None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
+    for warning in config.warnings:
+        print(
+            f"{warning.path}:{warning.line}:{warning.col}: warning: {warning.message}",
+            file=sys.stderr,
+        )
     print(
         f"{config.path}: OK ({len(config.accounts)} account"
         f"{'s' * (len(config.accounts) != 1)}, {len(config.rules)} rule"

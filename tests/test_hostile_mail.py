@@ -215,3 +215,62 @@ def test_genuine_address_still_matches(tmp_path: Path, sender: str) -> None:
     put(ws.root, "1700000001.M1P1Q1.ok", message("<g@test.example>", "invoice", sender=sender))
     _run(ws)
     assert _folders(ws) == {"<g@test.example>": "Orders"}
+
+
+# -- ReDoS --------------------------------------------------------------------------------
+
+REDOS_RULES = """\
+  - name: bait
+    when: {subject: {regex: '(a+)+$'}}
+    then: [{move: Bait}]
+  - name: overlap
+    when: {subject: {regex: '^(a|aa)+$'}}
+    then: [{move: Overlap}]
+  - name: normal
+    when: {subject: "normal message"}
+    then: [{move: Normal}]
+"""
+
+
+def test_check_warns_about_nested_quantifiers(tmp_path: Path) -> None:
+    ws = _ws(tmp_path, REDOS_RULES)
+    done = ws.run("check")
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert f"{ws.config}:7:" in err and "warning" in err and "nested quantifiers" in err, err
+    assert "'^(a|aa)+$'" not in err  # no nested quantifier there: the timeout bounds it
+    assert b"OK" in done.stdout
+
+
+def test_redos_bait_does_not_hang_the_run(tmp_path: Path) -> None:
+    ws = _ws(tmp_path, REDOS_RULES)
+    bait = message("<bait@test.example>", "a" * 40 + "!")
+    path = _with_normal(ws, "1700000001.M1P1Q1.bait", bait)
+    started = time.monotonic()
+    explained = _explain(ws, path)
+    assert "gave up after" in explained and "treated as no match" in explained, explained
+    out = _run(ws, "-v", timeout=30)
+    assert "gave up after" in out, out
+    _deliver(ws, bait.replace(b"<bait@", b"<bait2@"))
+    assert time.monotonic() - started < 20
+    assert _folders(ws) == {
+        "<bait@test.example>": "INBOX",
+        "<bait2@test.example>": "INBOX",
+        "<normal@test.example>": "Normal",
+    }
+
+
+def test_regex_still_matches_and_captures(tmp_path: Path) -> None:
+    rules = (
+        "  - name: invoices\n"
+        "    when: {subject: {regex: 'invoice #?(?P<number>\\d+)'}}\n"
+        "    then: [{move: 'Invoices/{match.number}'}]\n"
+        "  - name: by regex address\n"
+        "    when: {from: '/^boss@example\\.(com|org)$/'}\n"
+        "    then: [{move: Boss}]\n"
+    )
+    ws = _ws(tmp_path, rules)
+    put(ws.root, "1700000001.M1P1Q1.inv", message("<i@test.example>", "Your INVOICE #42"))
+    put(ws.root, "1700000002.M2P1Q2.boss", message("<b@t.example>", "hi", "boss@example.org"))
+    _run(ws)
+    assert _folders(ws) == {"<i@test.example>": "Invoices/42", "<b@t.example>": "Boss"}

@@ -77,6 +77,7 @@ class Config:
     accounts: dict[str, Account]
     rules: list[Rule]
     notifiers: dict[str, Notifier] = field(default_factory=dict)
+    warnings: list[ConfigProblem] = field(default_factory=list)  # shown by ``check``
 
 
 def load_config(path: FsPath | str) -> Config:
@@ -140,7 +141,7 @@ def parse_config(text: str, path: str) -> Config:
         bind_notifiers(rules, notifiers, check)
     if check.problems:
         raise ConfigError(_without_echoes(check.problems, doc))
-    return Config(path, accounts, rules, notifiers)
+    return Config(path, accounts, rules, notifiers, check.warnings)
 
 
 def _without_echoes(problems: list[ConfigProblem], doc: Document) -> list[ConfigProblem]:

@@ -11,7 +11,9 @@ Adding a condition is one ``@condition`` entry in this file.
 from __future__ import annotations
 
 import fnmatch
+import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,14 +25,19 @@ from mailrules.errors import RuleError
 from mailrules.message import MessageView
 from mailrules.rules.checker import Checker, describe, did_you_mean
 from mailrules.rules.text import (
+    REGEX_BUDGET,
+    REGEX_TIMEOUT,
     TEXT_OPS,
     AddressTest,
     Captures,
+    RegexTimeout,
     TextTest,
     glob_problem,
     parse_address_tests,
     parse_text_tests,
 )
+
+log = logging.getLogger(__name__)
 
 STANDARD_FLAGS = ("seen", "answered", "flagged", "deleted", "draft")
 FLAG_ALIASES = {"read": "seen", "replied": "answered"}
@@ -46,6 +53,29 @@ class EvalContext:
     folder: str
     rule: str = ""
     explain: bool = False  # build the reasons for misses too (mailrules explain)
+    regex_left: float = REGEX_BUDGET  # seconds of regex matching this message has left
+
+
+def _text_match(test: TextTest, value: str, ctx: EvalContext) -> Captures | None:
+    """test.match, with a regex bounded by its timeout and by the message's budget."""
+    if test.op != "regex":
+        return test.match(value)
+    if ctx.regex_left <= 0:
+        raise RegexTimeout(test.pattern, len(value), 0.0)
+    started = time.monotonic()
+    try:
+        return test.match(value, min(REGEX_TIMEOUT, ctx.regex_left))
+    finally:
+        ctx.regex_left -= time.monotonic() - started
+
+
+def _gave_up(msg: MessageView, ctx: EvalContext, label: str, exc: RegexTimeout) -> Outcome:
+    """A regex ran out of time: no match, and the log says why."""
+    why = f"{label}: {exc}"
+    if ctx.regex_left <= 0:
+        why += f" (this message used up its {REGEX_BUDGET:g}s of regex time)"
+    log.warning("%s/%s: %s: rule %r: %s", ctx.account, ctx.folder, msg.name, ctx.rule, why)
+    return Outcome(False, why)
 
 
 @dataclass
@@ -254,7 +284,10 @@ class AddressCondition(Condition):
         addrs = msg.addresses(self.kind)
         for addr in addrs:
             for test in self.tests:
-                caps = test.match(addr)
+                try:
+                    caps = _text_match(test.test, test.value(addr), ctx)
+                except RegexTimeout as exc:
+                    return _gave_up(msg, ctx, self.kind, exc)
                 if caps is not None:
                     shown = addr.name if test.part == "name" else addr.address
                     return Outcome(True, f"{self.kind} {shown!r} {test.describe()}", caps)
@@ -324,7 +357,10 @@ class HeaderCondition(Condition):
         values = msg.header_all(self.name)
         for value in values:
             for test in self.tests:
-                caps = test.match(value)
+                try:
+                    caps = _text_match(test, value, ctx)
+                except RegexTimeout as exc:
+                    return _gave_up(msg, ctx, label, exc)
                 if caps is not None:
                     return Outcome(True, f"{label} {_q(value)} {test.describe()}", caps)
         tests = self.tests
@@ -407,7 +443,10 @@ class ListCondition(Condition):
     def evaluate(self, msg: MessageView, ctx: EvalContext) -> Outcome:
         list_id = msg.list_id
         for test in self.tests:
-            caps = test.match(list_id) if list_id else None
+            try:
+                caps = _text_match(test, list_id, ctx) if list_id else None
+            except RegexTimeout as exc:
+                return _gave_up(msg, ctx, "list", exc)
             if caps is not None:
                 return Outcome(True, f"list {list_id!r} {test.describe()}", caps)
         return _miss(
@@ -436,7 +475,10 @@ class BodyCondition(Condition):
     def evaluate(self, msg: MessageView, ctx: EvalContext) -> Outcome:
         text = msg.body_text
         for test in self.tests:
-            caps = test.match(text)
+            try:
+                caps = _text_match(test, text, ctx)
+            except RegexTimeout as exc:
+                return _gave_up(msg, ctx, "body", exc)
             if caps is not None:
                 return Outcome(True, f"body {test.describe()}", caps)
         return _miss(

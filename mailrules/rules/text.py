@@ -8,14 +8,24 @@ with one operator::
     from: "*@client.example"                # glob on the addr-spec
     from: "@client.example"                 # the domain
     from: {name: "Alice *"}                  # the display name, only when asked
+
+A regex is bounded: one match may take at most REGEX_TIMEOUT seconds, and all the regex
+tests on one message together REGEX_BUDGET seconds. A match that runs out of time
+raises RegexTimeout, which conditions turn into "no match" with a logged reason, so a
+pattern such as '(a+)+$' cannot hang a run on a crafted Subject. ``check`` warns about
+such patterns (a repeated group that itself repeats: nested quantifiers).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+import re._constants as sre_constants  # the parser's own names for its nodes
+import re._parser as sre_parse  # only to warn about nested quantifiers
 from dataclasses import dataclass
 from typing import Any
+
+import regex
 
 from mailrules.config.yaml_loader import Path
 from mailrules.message import Address
@@ -24,6 +34,18 @@ from mailrules.rules.checker import Checker, describe
 Captures = dict[str, str]
 TEXT_OPS = ("contains", "is", "matches", "regex")
 _GLOB_CHARS = frozenset("*?[")
+REGEX_TIMEOUT = 0.25  # seconds one regex match may take
+REGEX_BUDGET = 1.0  # seconds all regex matches on one message may take together
+
+
+class RegexTimeout(Exception):
+    """A regex match took too long; its test counts as no match."""
+
+    def __init__(self, pattern: str, length: int, seconds: float) -> None:
+        super().__init__(
+            f"regex /{pattern}/ gave up after {seconds:.2f}s on {length} characters; "
+            "treated as no match"
+        )
 
 
 @dataclass(frozen=True)
@@ -33,15 +55,20 @@ class TextTest:
     op: str
     pattern: str  # as written, for messages
     case_sensitive: bool
-    compiled: re.Pattern[str] | None
+    compiled: re.Pattern[str] | regex.Pattern[str] | None
     folded: str = ""  # the pattern as compared (casefolded unless case-sensitive)
 
-    def match(self, value: str) -> Captures | None:
-        """Captures (possibly empty) when the value matches, else None."""
+    def match(self, value: str, timeout: float = REGEX_TIMEOUT) -> Captures | None:
+        """Captures (possibly empty) when the value matches, else None. A regex raises
+        RegexTimeout after ``timeout`` seconds."""
         if self.compiled is not None:
-            found = (
-                self.compiled.search(value) if self.op == "regex" else self.compiled.match(value)
-            )
+            if self.op == "regex":
+                try:
+                    found = self.compiled.search(value, timeout=max(timeout, 0.001))
+                except TimeoutError:
+                    raise RegexTimeout(self.pattern, len(value), timeout) from None
+            else:
+                found = self.compiled.match(value)
             if not found:
                 return None
             caps = {str(i): g or "" for i, g in enumerate(found.groups(), start=1)}
@@ -87,20 +114,67 @@ def make_test(op: str, pattern: str, case_sensitive: bool = False) -> TextTest:
         raise re.error(problem)
     flags = 0 if case_sensitive else re.IGNORECASE
     if op == "regex":
-        return TextTest(op, pattern, case_sensitive, re.compile(pattern, flags))
+        re.compile(pattern, flags)  # the stdlib's syntax and its error messages
+        try:  # matched by the regex module, for its timeout
+            bounded = regex.compile(pattern, regex.IGNORECASE if flags else 0)
+        except regex.error as exc:
+            raise re.error(str(exc)) from None
+        return TextTest(op, pattern, case_sensitive, bounded)
     if op == "matches":
         return TextTest(op, pattern, case_sensitive, re.compile(fnmatch.translate(pattern), flags))
     folded = pattern if case_sensitive else pattern.casefold()
     return TextTest(op, pattern, case_sensitive, None, folded)
 
 
+def nested_quantifier(pattern: str) -> bool:
+    """Whether a regex repeats a group that itself repeats ('(a+)+', '(x*y?)*'): the usual
+    cause of catastrophic backtracking."""
+    try:
+        parsed = sre_parse.parse(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return False
+    return _nested(parsed, inside_repeat=False)
+
+
+def _nested(items: Any, inside_repeat: bool) -> bool:
+    for op, arg in items:
+        subs: list[Any] = []
+        repeats = False
+        if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT):
+            if inside_repeat and arg[1] > arg[0]:  # a variable count inside a repetition
+                return True
+            repeats = arg[1] > 1
+            subs = [arg[2]]
+        elif op == sre_constants.SUBPATTERN:
+            subs = [arg[-1]]
+        elif op == sre_constants.BRANCH:
+            subs = list(arg[1])
+        elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            subs = [arg[1]]
+        elif op in (sre_constants.ATOMIC_GROUP, sre_constants.POSSESSIVE_REPEAT):
+            continue  # they never backtrack into what they matched
+        if any(_nested(sub, inside_repeat or repeats) for sub in subs):
+            return True
+    return False
+
+
 def _compile(check: Checker, path: Path, op: str, pattern: str, cs: bool) -> TextTest | None:
     try:
-        return make_test(op, pattern, cs)
+        test = make_test(op, pattern, cs)
     except re.error as exc:
         kind = "regular expression" if op == "regex" else "glob"
         check.error(path, f"{check.where(path)}: bad {kind} {pattern!r}: {exc}")
         return None
+    if op == "regex" and nested_quantifier(pattern):
+        check.warn(
+            path,
+            f"{check.where(path)}: regex {pattern!r} repeats a group that itself repeats "
+            "(nested quantifiers): "
+            "crafted text can make it backtrack for a very long time. Each match is cut "
+            f"off after {REGEX_TIMEOUT}s and then counts as no match; rewrite it without "
+            "the inner quantifier if you can, e.g. '(a+)+' as 'a+'",
+        )
+    return test
 
 
 def parse_text_tests(
@@ -147,9 +221,11 @@ class AddressTest:
     part: str  # "address", "domain" or "name"
     test: TextTest
 
-    def match(self, addr: Address) -> Captures | None:
-        value = {"address": addr.address, "domain": addr.domain, "name": addr.name}[self.part]
-        return self.test.match(value)
+    def value(self, addr: Address) -> str:
+        return {"address": addr.address, "domain": addr.domain, "name": addr.name}[self.part]
+
+    def match(self, addr: Address, timeout: float = REGEX_TIMEOUT) -> Captures | None:
+        return self.test.match(self.value(addr), timeout)
 
     def describe(self) -> str:
         return ("" if self.part == "address" else f"{self.part} ") + self.test.describe()
