@@ -10,22 +10,19 @@ mailbox. Every problem found is recorded in ``defects`` instead of raised.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import logging
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.message import Message
 from email.utils import parsedate_to_datetime
 from functools import cached_property
-from html.parser import HTMLParser
 
 from mailrules.addresses import Malformed, parse_mailboxes
 from mailrules.charsets import decode_text as _decode_bytes
-from mailrules.charsets import decode_words, without_surrogates
+from mailrules.charsets import decode_words
+from mailrules.mime import Attachment, read_structure
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +69,6 @@ class Address:
     @property
     def domain(self) -> str:
         return self.address.rpartition("@")[2] if "@" in self.address else ""
-
-
-@dataclass(frozen=True)
-class Attachment:
-    filename: str
-    content_type: str
-    size: int
 
 
 def split_header_block(data: bytes) -> tuple[bytes, int | None]:
@@ -142,42 +132,6 @@ def parse_header_lines(block: bytes, defects: list[str]) -> list[tuple[str, str]
             continue
         fields.append((name, value.lstrip(" \t")))
     return fields
-
-
-class _HTMLText(HTMLParser):
-    """Reduce HTML to its visible text (script and style dropped)."""
-
-    _SKIP = frozenset({"script", "style", "head", "title"})
-    _BREAK = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: object) -> None:
-        if tag in self._SKIP:
-            self._skipping += 1
-        elif tag in self._BREAK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIP and self._skipping:
-            self._skipping -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self.parts.append(data)
-
-
-def html_to_text(html: str) -> str:
-    parser = _HTMLText()
-    try:
-        parser.feed(html)
-        parser.close()
-    except Exception:  # noqa: S110 - broken HTML still yields what was parsed
-        pass
-    return re.sub(r"[ \t\r\f\v]+", " ", "".join(parser.parts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,95 +280,30 @@ class MessageView:
         return self.load_bytes()
 
     @cached_property
-    def _mime(self) -> Message | None:
+    def _structure(self) -> tuple[str, list[Attachment]]:
+        """Body text and attachments, from one read of the message and one walk of its
+        MIME parts (see mailrules.mime for what is read and the limits)."""
         try:
-            root = email.message_from_bytes(self.raw(), policy=email.policy.compat32)
+            data = self.raw()
+        except OSError as exc:
+            self.defects.append(f"cannot read the message: {exc.strerror or exc}")
+            return "", []
+        try:
+            _, body_at = split_header_block(data)
+            return read_structure(data, self.header_block, body_at, self.defects)
         except Exception as exc:  # a broken body must not stop the run
             self.defects.append(f"unparsable MIME structure: {exc}")
-            return None
-        for part in _walk(root, self.defects):
-            for defect in getattr(part, "defects", ()):
-                name = type(defect).__name__.removesuffix("Defect")
-                self.defects.append(f"MIME: {' '.join(re.findall('[A-Z][a-z]*', name)).lower()}")
-        return root
+            return "", []
 
-    @cached_property
+    @property
     def body_text(self) -> str:
         """Decoded text of the text parts (HTML reduced to text), attachments excluded."""
-        root = self._mime
-        if root is None:
-            return ""
-        chunks = []
-        for part in _walk(root, self.defects):
-            if part.is_multipart() or _is_attachment(part):
-                continue
-            ctype = part.get_content_type()
-            if ctype not in ("text/plain", "text/html"):
-                continue
-            text = _part_text(part, self.defects)
-            chunks.append(html_to_text(text) if ctype == "text/html" else text)
-        return "\n".join(chunks)
+        return self._structure[0]
 
-    @cached_property
+    @property
     def attachments(self) -> list[Attachment]:
-        root = self._mime
-        if root is None:
-            return []
-        found = []
-        for part in _walk(root, self.defects):
-            if part.is_multipart() or not _is_attachment(part):
-                continue
-            payload = _payload(part, self.defects)
-            try:
-                filename = decode_words(without_surrogates(part.get_filename() or ""))
-            except Exception:  # RFC 2231 parameters can be garbage
-                filename = ""
-            found.append(
-                Attachment(
-                    filename=filename,
-                    content_type=without_surrogates(part.get_content_type()),
-                    size=len(payload),
-                )
-            )
-        return found
+        return self._structure[1]
 
 
 def _clean(value: str) -> str:
     return " ".join(value.split()) if ("\n" in value or "\t" in value or "  " in value) else value
-
-
-def _walk(root: Message, defects: list[str]) -> list[Message]:
-    try:
-        return list(root.walk())
-    except Exception as exc:  # a broken MIME tree must not stop the run
-        defects.append(f"cannot walk MIME parts: {exc}")
-        return [root]
-
-
-def _is_attachment(part: Message) -> bool:
-    try:
-        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
-        if disposition == "attachment":
-            return True
-        if part.get_param("filename", header="content-disposition") or part.get_param("name"):
-            return True
-        return part.get_content_maintype() not in ("text", "multipart", "message")
-    except Exception:  # malformed MIME headers
-        return False
-
-
-def _payload(part: Message, defects: list[str]) -> bytes:
-    try:
-        data = part.get_payload(decode=True)
-    except Exception as exc:  # truncated base64 and the like
-        defects.append(f"undecodable part: {exc}")
-        return b""
-    return data if isinstance(data, bytes) else b""
-
-
-def _part_text(part: Message, defects: list[str]) -> str:
-    try:
-        charset = part.get_content_charset()
-    except Exception:  # malformed Content-Type
-        charset = None
-    return _decode_bytes(_payload(part, defects), charset)

@@ -9,12 +9,15 @@ after it is still processed.
 from __future__ import annotations
 
 import base64
+import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers_maildir import Workspace, message, put, scan
+from tests.helpers_maildir import Workspace, cli_env, message, put, scan
 
 NORMAL = "1700009999.M9999P1Q1.normal"
 RULES = """\
@@ -274,3 +277,88 @@ def test_regex_still_matches_and_captures(tmp_path: Path) -> None:
     put(ws.root, "1700000002.M2P1Q2.boss", message("<b@t.example>", "hi", "boss@example.org"))
     _run(ws)
     assert _folders(ws) == {"<i@test.example>": "Invoices/42", "<b@t.example>": "Boss"}
+
+
+# -- memory: a huge attachment with a body rule ----------------------------------------------
+
+BODY_RULES = """\
+  - name: big attachment
+    when: {attachment: {name: "*.bin", larger_than: 10MB}}
+    then: [{keyword: Big}]
+  - name: body
+    when: {body: marker-word}
+    then: [{move: Body}]
+  - name: normal
+    when: {subject: "normal message"}
+    then: [{move: Normal}]
+"""
+PEAK_RSS = """\
+import resource, subprocess, sys
+with open(sys.argv[1], "rb") as stdin:
+    done = subprocess.run(sys.argv[2:], stdin=stdin, capture_output=True)
+sys.stdout.write(f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}\\n")
+sys.stdout.write(done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace"))
+sys.exit(done.returncode)
+"""
+
+
+def big_attachment_message(size: int, msgid: str = "<big@test.example>") -> bytes:
+    blob = base64.encodebytes(random.Random(5).randbytes(size))
+    return (
+        b"From: a@example.org\nSubject: big\nMessage-ID: " + msgid.encode() + b"\n"
+        b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=XYZ\n\n"
+        b"--XYZ\nContent-Type: text/plain; charset=utf-8\n\nthe marker-word is here\n"
+        b"--XYZ\nContent-Type: application/octet-stream\n"
+        b"Content-Disposition: attachment; filename=big.bin\n"
+        b"Content-Transfer-Encoding: base64\n\n" + blob + b"--XYZ--\n"
+    )
+
+
+def peak_rss_mib(ws: Workspace, stdin: Path, *argv: str) -> tuple[float, str]:
+    """Run the CLI as the only child of a fresh process: (its peak RSS in MiB, output)."""
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, str(stdin), *ws.argv(*argv)],
+        capture_output=True,
+        env=cli_env(ws.home),
+        cwd=ws.base,
+        timeout=120,
+    )
+    first, _, out = done.stdout.decode().partition("\n")
+    assert done.returncode == 0, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    return int(first) / 1024, out
+
+
+@pytest.mark.slow
+def test_50mb_attachment_with_a_body_rule_costs_about_its_size(tmp_path: Path) -> None:
+    ws = _ws(tmp_path, BODY_RULES)
+    data = big_attachment_message(50 * 1024 * 1024)
+    file_mib = len(data) / 2**20
+    path = _with_normal(ws, "1700000001.M1P1Q1.big", data)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    rss, out = peak_rss_mib(ws, empty, "explain", str(path))
+    assert "[MATCH] big attachment: attachment 'big.bin'" in out and "52428800 bytes" in out
+    assert rss < 2.5 * file_mib, f"explain: peak RSS {rss:.0f} MiB for a {file_mib:.0f} MiB file"
+    rss, out = peak_rss_mib(ws, empty, "run", "--once")
+    assert rss < 2.5 * file_mib, f"run: peak RSS {rss:.0f} MiB for a {file_mib:.0f} MiB file"
+    assert _folders(ws) == {"<big@test.example>": "Body", "<normal@test.example>": "Normal"}
+    moved = next(e for e in scan(ws.root) if e.folder == "Body")
+    again = tmp_path / "again.eml"
+    again.write_bytes(moved.data.replace(b"<big@", b"<big2@"))
+    rss, out = peak_rss_mib(ws, again, "deliver")
+    assert rss < 2.5 * file_mib, f"deliver: peak RSS {rss:.0f} MiB for a {file_mib:.0f} MiB file"
+
+
+def test_body_rules_see_the_first_mib_of_text(tmp_path: Path) -> None:
+    rules = (
+        "  - name: early\n    when: {body: early-word}\n    then: [{flag: flagged}]\n"
+        "  - name: late\n    when: {body: late-word}\n    then: [{move: Late}]\n"
+    )
+    ws = _ws(tmp_path, rules)
+    filler = ("x" * 76 + "\n") * (2 * 1024 * 1024 // 77)
+    body = f"early-word\n{filler}late-word\n"
+    put(ws.root, "1700000001.M1P1Q1.long", message("<long@test.example>", "long", body=body))
+    _run(ws)
+    assert _folders(ws) == {"<long@test.example>": "INBOX"}
+    assert next(e for e in scan(ws.root)).flags == "F"
