@@ -190,7 +190,7 @@ def _report(err: Any, base: Path, check: Checker, model: Any) -> None:
     loc = _real_path(base, err["loc"], check.doc)
     kind = err["type"]
     where = check.where(loc) or "config"
-    given = describe(err.get("input"))
+    given = describe(err.get("input"), secret=loc in check.doc.secret_paths)
     if kind == "extra_forbidden":
         parent = loc[:-1]
         key = str(loc[-1])

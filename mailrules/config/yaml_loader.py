@@ -34,6 +34,10 @@ _YAML11_SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_
 _YAML11_OCTAL = re.compile(r"^[-+]?0[0-9_]+$")
 MAX_DEPTH = 64  # mappings and lists inside each other; a real config needs about ten
 MAX_VALUES = 100_000  # values after aliases are expanded; a real config has hundreds
+# Settings whose values are secrets (IMAP/POP3 password; a notifier's url, secret,
+# auth_token, password; every header of a webhook): no problem ever quotes their values.
+SECRET_KEYS = frozenset({"password", "secret", "auth_token", "url"})
+SECRET_PARENTS = frozenset({"headers"})
 MAX_DIGITS = 30  # digits of an integer; no setting needs more
 
 
@@ -99,6 +103,7 @@ class Document:
     value_marks: dict[Path, Mark] = field(default_factory=dict)
     key_marks: dict[Path, Mark] = field(default_factory=dict)
     problems: list[tuple[Mark, str]] = field(default_factory=list)
+    secret_paths: set[Path] = field(default_factory=set)
     built: int = 0  # values made so far, aliases counted each time they are used
 
     def mark(self, path: Path, *, key: bool = False) -> Mark:
@@ -117,7 +122,7 @@ def _mark(node: Node) -> Mark:
     return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _scalar(node: ScalarNode, doc: Document) -> Any:
+def _scalar(node: ScalarNode, doc: Document, *, secret: bool = False) -> Any:
     value = node.value
     tag = node.tag
     if tag == "tag:yaml.org,2002:null":
@@ -136,7 +141,13 @@ def _scalar(node: ScalarNode, doc: Document) -> Any:
         return float(value.replace("_", ""))
     if node.style is None:  # plain (unquoted) scalars only
         hint = None
-        if _YAML11_BOOL.match(value):
+        if secret and (
+            _YAML11_BOOL.match(value)
+            or _YAML11_SEXAGESIMAL.match(value)
+            or _YAML11_OCTAL.match(value)
+        ):
+            hint = "YAML 1.1 reads this secret as a number or a boolean: quote it"
+        elif _YAML11_BOOL.match(value):
             hint = (
                 f"'{value}' is a boolean in YAML 1.1 and ambiguous here: "
                 f'write true or false, or quote it ("{value}") if you mean the text'
@@ -160,13 +171,22 @@ def _scalar(node: ScalarNode, doc: Document) -> Any:
     return value
 
 
+def _is_secret(path: Path) -> bool:
+    return bool(path) and (
+        path[-1] in SECRET_KEYS or (len(path) > 1 and path[-2] in SECRET_PARENTS)
+    )
+
+
 def _build(node: Node, path: Path, doc: Document) -> Any:
     doc.built += 1
     if doc.built > MAX_VALUES:
         raise _TooBig(node)
     doc.value_marks[path] = _mark(node)
+    secret = _is_secret(path)
+    if secret:
+        doc.secret_paths.add(path)
     if isinstance(node, ScalarNode):
-        return _scalar(node, doc)
+        return _scalar(node, doc, secret=secret)
     if isinstance(node, SequenceNode):
         return [_build(item, (*path, i), doc) for i, item in enumerate(node.value)]
     if isinstance(node, MappingNode):

@@ -66,15 +66,16 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     return f"{hint}known: {', '.join(known)}"
 
 
-def describe(value: Any) -> str:
+def describe(value: Any, *, secret: bool = False) -> str:
+    """What a value is, for a problem; a ``secret`` one by its kind only, never its value."""
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
+        return "a boolean" if secret else f"a boolean ({str(value).lower()})"
     if isinstance(value, int | float):
-        return f"a number ({value})"
+        return "a number" if secret else f"a number ({_short(value)[1:-1]})"
     if isinstance(value, str):
-        return f"text ({value!r})"
+        return "text" if secret else f"text ({_short(value)})"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
