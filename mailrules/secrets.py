@@ -14,19 +14,22 @@ A setting that holds a secret, say ``auth_token``, can be given in one of five f
 Values are read when first needed, never at ``mailrules check`` (the checking shell may
 not have the service's variables or credentials), and cached for the process. Every value
 read is remembered so that ``redact`` (and the log filter in ``mailrules.log``) can
-replace it with ``***`` wherever it would otherwise be shown. Errors name the source
+replace it with ``***`` wherever it would otherwise be shown, together with the forms
+derived from it that a receiver could echo back: HTTP Basic credentials, SASL PLAIN,
+a URL's path and query, decoded or not. Errors name the source
 (``the file /run/…``), never the value. IMAP and POP3 passwords use the same forms.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from mailrules.commands import CommandFailed, run_command
 from mailrules.errors import CredentialError
@@ -154,17 +157,60 @@ def remember(value: str) -> None:
             _known.add(value)
 
 
+def _remember_forms(value: str) -> None:
+    """``value`` and its percent-decoded form (what a receiver may echo back)."""
+    remember(value)
+    decoded = unquote(value)
+    if decoded != value:
+        remember(decoded)
+
+
+def remember_basic(user: str, password: str) -> None:
+    """Treat ``password`` and the HTTP Basic credentials made of it as secret.
+
+    ``Authorization: Basic base64(user:password)`` is what a receiver echoing its request
+    shows; requests encodes it as Latin-1 when it can, else UTF-8, so both are kept.
+    """
+    remember(password)
+    for encoding in ("latin-1", "utf-8"):
+        try:
+            pair = f"{user}:{password}".encode(encoding)
+        except UnicodeEncodeError:
+            continue
+        remember(base64.b64encode(pair).decode("ascii"))
+
+
+def remember_login(user: str, password: str) -> None:
+    """Treat the SASL forms of a login as secret: PLAIN and LOGIN are base64 on the wire."""
+    if not password:
+        return
+    remember(password)
+    for blob in (f"\0{user}\0{password}", f"{user}\0{user}\0{password}", password):
+        remember(base64.b64encode(blob.encode()).decode("ascii"))
+
+
 def remember_url(url: str) -> None:
-    """Treat a URL's password, query and the URL itself as secret."""
+    """Treat a URL as secret: itself, its password and the Basic auth made of it, its path
+    (tokens often live there: /services/T0/B0/XXXX), its query, each decoded too."""
     remember(url)
     try:
         parts = urlsplit(url)
     except ValueError:
         return
     if parts.password:
-        remember(parts.password)
+        _remember_forms(parts.password)
+        remember_basic(unquote(parts.username or ""), unquote(parts.password))
+    path = parts.path.rstrip("/")
+    if len(path) > 1:
+        _remember_forms(path)
+        for segment in path.split("/"):
+            if len(segment) >= 12:  # token-sized pieces, echoed on their own
+                _remember_forms(segment)
     if parts.query:
-        remember(parts.query)
+        _remember_forms(parts.query)
+        _remember_forms(f"{parts.path}?{parts.query}")
+        for _, value in parse_qsl(parts.query):
+            remember(value)
 
 
 def redact(text: str) -> str:

@@ -579,3 +579,54 @@ def test_forward_refuses_a_server_without_starttls(maildir, tmp_path, run_cli, s
     assert result.returncode == 1 and "1 given up" in result.stdout
     assert recorder.envelopes == []
     assert "does not offer STARTTLS; not sending in plaintext" in run_cli("state").stdout
+
+
+def test_a_receiver_echoing_the_request_reveals_no_derived_secret(
+    maildir, tmp_path, run_cli, httpserver, env
+):
+    """Basic auth made from the URL's user:pass, the SMS basic auth (base64 of sid:token),
+    configured header values and the URL's path and query never reach output or state."""
+
+    def echo(request):
+        got = [request.headers.get("Authorization", ""), request.full_path]
+        got += [f"{k}={v}" for k, v in request.headers.items() if k.lower().startswith("x-")]
+        return Response("you sent: " + " ".join(got), status=400)
+
+    httpserver.expect_request("/hook/pathtoken-QQQ").respond_with_handler(echo)
+    httpserver.expect_request("/2010-04-01/Accounts/AC9/Messages.json").respond_with_handler(echo)
+    base = httpserver.url_for("/")
+    (tmp_path / "tok").write_text("twilio-token-XYZ")
+    config = write(
+        tmp_path,
+        maildir,
+        f"""\
+        hook:
+          webhook: {{url: "{base.replace("://", "://me:hunter2pass@")}hook/pathtoken-QQQ?k=qtoken-777",
+                    headers: {{X-Api-Key: hdr-secret-555}}}}
+          retry: {{attempts: 1}}
+        phone:
+          sms: {{account_sid: AC9, auth_token_file: {tmp_path / "tok"}, from: "+1", to: "+2",
+                base_url: "{base.rstrip("/")}"}}
+          retry: {{attempts: 1}}
+        """,
+        "- {name: a, when: {from: alice@example.org}, then: [{notify: hook}, {notify: phone}]}\n",
+    )
+    assert run(run_cli, config).returncode == 0
+    maildir.add(**ALICE, subject="hi")
+    result = run(run_cli, config, "-vv")
+    assert result.returncode == 1 and "2 given up" in result.stdout, result.stdout + result.stderr
+    assert len(httpserver.log) == 2
+    got = " ".join(response.get_data(as_text=True) for _, response in httpserver.log)
+    basic = base64.b64encode(b"me:hunter2pass").decode()
+    sms_basic = base64.b64encode(b"AC9:twilio-token-XYZ").decode()
+    derived = [basic, sms_basic, "hdr-secret-555", "pathtoken-QQQ", "qtoken-777"]
+    for secret in derived:  # the receiver did get (and echo) each of them
+        assert secret in got, (secret, got)
+    state = run_cli("state")
+    assert "HTTP 400" in state.stdout, state.stdout
+    state_dir = Path(env["XDG_STATE_HOME"]) / "mailrules"
+    stored = b"".join(p.read_bytes() for p in state_dir.iterdir() if p.is_file())
+    shown = result.stdout + result.stderr + state.stdout + state.stderr
+    for secret in [*derived, "hunter2pass", "twilio-token-XYZ"]:
+        assert secret not in shown, (secret, shown)
+        assert secret.encode() not in stored, secret

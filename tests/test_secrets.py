@@ -49,3 +49,22 @@ def test_urls_are_shown_without_credentials_path_or_query():
     remember_url(url)
     assert redact(f"failed: {url}") == "failed: ***"
     assert redact("see https://user:other-pass@host/x") == "see https://user:***@host/x"
+
+
+@pytest.mark.parametrize("value", ["0123456789", "987654321", "yes", "off", "12:34:56", "31.41"])
+def test_check_never_quotes_an_inline_secret_that_yaml_reads_as_a_number(run_cli, tmp_path, value):
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "accounts:\n"
+        f"  work: {{imap: {{host: mail.example, username: me, password: {value}}}}}\n"
+        "notifiers:\n"
+        f"  hook: {{webhook: {{url: https://h.example/x, secret: {value},"
+        f" headers: {{Authorization: {value}}}}}}}\n"
+        f"  sms: {{sms: {{account_sid: AC1, auth_token: {value}, to: '+1', from: '+2'}}}}\n"
+        "rules: []\n"
+    )
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 2
+    assert len([line for line in result.stderr.splitlines() if "rules.yaml:" in line]) == 4
+    assert value not in result.stderr + result.stdout, result.stderr
+    assert "quote it" in result.stderr

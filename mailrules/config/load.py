@@ -37,6 +37,7 @@ __all__ = ["Account", "Config", "discover", "load_config", "parse_config"]
 if TYPE_CHECKING:
     from mailrules.notify.config import Notifier
 
+MAX_CONFIG_BYTES = 4 << 20  # a real config is a few KiB
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -83,14 +84,36 @@ class Config:
 def load_config(path: FsPath | str) -> Config:
     path = str(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
         raise ConfigError(
             [ConfigProblem(path, 1, 1, f"cannot read the config: {reason}")]
         ) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            [ConfigProblem(path, 1, 1, f"the config is larger than {MAX_CONFIG_BYTES >> 20} MiB")]
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([_not_utf8(path, data, exc)]) from None
     return parse_config(text, path)
+
+
+def _not_utf8(path: str, data: bytes, exc: UnicodeDecodeError) -> ConfigProblem:
+    """Where the first byte that is not UTF-8 is: its line, and its column in characters."""
+    before = data[: exc.start]
+    line_start = before.rfind(b"\n") + 1
+    col = len(before[line_start:].decode("utf-8", "replace")) + 1
+    bad = data[exc.start]
+    return ConfigProblem(
+        path,
+        before.count(b"\n") + 1,
+        col,
+        f"the config is not UTF-8 text: byte 0x{bad:02x} ({exc.reason}); save the file as UTF-8",
+    )
 
 
 def parse_config(text: str, path: str) -> Config:
@@ -168,7 +191,7 @@ def _report(err: Any, base: Path, check: Checker, model: Any) -> None:
     loc = _real_path(base, err["loc"], check.doc)
     kind = err["type"]
     where = check.where(loc) or "config"
-    given = describe(err.get("input"))
+    given = describe(err.get("input"), secret=loc in check.doc.secret_paths)
     if kind == "extra_forbidden":
         parent = loc[:-1]
         key = str(loc[-1])

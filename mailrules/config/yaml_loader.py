@@ -32,6 +32,13 @@ _FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9_]+)(?:[eE][-+]?[0-9]
 _YAML11_BOOL = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
 _YAML11_SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
 _YAML11_OCTAL = re.compile(r"^[-+]?0[0-9_]+$")
+MAX_DEPTH = 64  # mappings and lists inside each other; a real config needs about ten
+MAX_VALUES = 100_000  # values after aliases are expanded; a real config has hundreds
+# Settings whose values are secrets (IMAP/POP3 password; a notifier's url, secret,
+# auth_token, password; every header of a webhook): no problem ever quotes their values.
+SECRET_KEYS = frozenset({"password", "secret", "auth_token", "url"})
+SECRET_PARENTS = frozenset({"headers"})
+MAX_DIGITS = 30  # digits of an integer; no setting needs more
 
 
 class _Resolver(BaseResolver):
@@ -45,6 +52,10 @@ _Resolver.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+01234
 _Resolver.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^<<$"), ["<"])
 
 
+class _TooDeep(yaml.MarkedYAMLError):
+    """Nesting beyond MAX_DEPTH: PyYAML's composer recurses once per level."""
+
+
 class _Loader(Reader, Scanner, Parser, Composer, _Resolver):
     def __init__(self, stream: str) -> None:
         Reader.__init__(self, stream)
@@ -52,6 +63,27 @@ class _Loader(Reader, Scanner, Parser, Composer, _Resolver):
         Parser.__init__(self)
         Composer.__init__(self)
         _Resolver.__init__(self)
+        self.depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise _TooDeep(
+                    problem=f"values are nested more than {MAX_DEPTH} levels deep",
+                    problem_mark=self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+class _TooBig(Exception):
+    """More than MAX_VALUES values once aliases are expanded (an "alias bomb")."""
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node = node
 
 
 @dataclass(frozen=True)
@@ -71,6 +103,8 @@ class Document:
     value_marks: dict[Path, Mark] = field(default_factory=dict)
     key_marks: dict[Path, Mark] = field(default_factory=dict)
     problems: list[tuple[Mark, str]] = field(default_factory=list)
+    secret_paths: set[Path] = field(default_factory=set)
+    built: int = 0  # values made so far, aliases counted each time they are used
 
     def mark(self, path: Path, *, key: bool = False) -> Mark:
         """The mark of the value at ``path`` (or of its key), else of its nearest parent."""
@@ -88,7 +122,7 @@ def _mark(node: Node) -> Mark:
     return Mark(node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _scalar(node: ScalarNode, doc: Document) -> Any:
+def _scalar(node: ScalarNode, doc: Document, *, secret: bool = False) -> Any:
     value = node.value
     tag = node.tag
     if tag == "tag:yaml.org,2002:null":
@@ -96,12 +130,24 @@ def _scalar(node: ScalarNode, doc: Document) -> Any:
     if tag == "tag:yaml.org,2002:bool":
         return value.lower() == "true"
     if tag == "tag:yaml.org,2002:int":
+        digits = value.replace("_", "").lstrip("+-")
+        if len(digits) > MAX_DIGITS:
+            doc.problems.append(
+                (_mark(node), f"the number {value[:12]}... is too large ({len(digits)} digits)")
+            )
+            return None
         return int(value.replace("_", ""), 0 if value.startswith("0x") else 10)
     if tag == "tag:yaml.org,2002:float":
         return float(value.replace("_", ""))
     if node.style is None:  # plain (unquoted) scalars only
         hint = None
-        if _YAML11_BOOL.match(value):
+        if secret and (
+            _YAML11_BOOL.match(value)
+            or _YAML11_SEXAGESIMAL.match(value)
+            or _YAML11_OCTAL.match(value)
+        ):
+            hint = "YAML 1.1 reads this secret as a number or a boolean: quote it"
+        elif _YAML11_BOOL.match(value):
             hint = (
                 f"'{value}' is a boolean in YAML 1.1 and ambiguous here: "
                 f'write true or false, or quote it ("{value}") if you mean the text'
@@ -125,10 +171,22 @@ def _scalar(node: ScalarNode, doc: Document) -> Any:
     return value
 
 
+def _is_secret(path: Path) -> bool:
+    return bool(path) and (
+        path[-1] in SECRET_KEYS or (len(path) > 1 and path[-2] in SECRET_PARENTS)
+    )
+
+
 def _build(node: Node, path: Path, doc: Document) -> Any:
+    doc.built += 1
+    if doc.built > MAX_VALUES:
+        raise _TooBig(node)
     doc.value_marks[path] = _mark(node)
+    secret = _is_secret(path)
+    if secret:
+        doc.secret_paths.add(path)
     if isinstance(node, ScalarNode):
-        return _scalar(node, doc)
+        return _scalar(node, doc, secret=secret)
     if isinstance(node, SequenceNode):
         return [_build(item, (*path, i), doc) for i, item in enumerate(node.value)]
     if isinstance(node, MappingNode):
@@ -189,6 +247,11 @@ def load_yaml(text: str, path: str) -> Document:
         doc.problems.append((where, f"the file contains the control character {char}, which "
                              "YAML does not allow: remove it"))  # fmt: skip
         return doc
+    except _TooDeep as exc:
+        mark = exc.problem_mark
+        where = Mark(mark.line + 1, mark.column + 1) if mark else Mark(1, 1)
+        doc.problems.append((where, f"{exc.problem}: flatten the config"))
+        return doc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = Mark(mark.line + 1, mark.column + 1) if mark else Mark(1, 1)
@@ -205,5 +268,18 @@ def load_yaml(text: str, path: str) -> Document:
         doc.data = {}
         doc.value_marks[()] = Mark(1, 1)
         return doc
-    doc.data = _build(root, (), doc)
+    try:
+        doc.data = _build(root, (), doc)
+    except _TooBig as exc:
+        doc.data = None
+        doc.value_marks.clear()
+        doc.key_marks.clear()
+        doc.problems.append(
+            (
+                _mark(exc.node),
+                f"the config expands to more than {MAX_VALUES:,} values, here through YAML "
+                "aliases (*name) that repeat other aliases: write the values out, or use "
+                "fewer aliases",
+            )
+        )
     return doc

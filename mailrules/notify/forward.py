@@ -20,7 +20,7 @@ from email.utils import formatdate
 from mailrules.errors import NotifyError, NotifyRetry
 from mailrules.notify.config import Notifier
 from mailrules.notify.outbox import Job
-from mailrules.secrets import redact
+from mailrules.secrets import redact, remember_login
 
 _EOL = re.compile(rb"\r?\n")
 
@@ -73,6 +73,7 @@ def send(notifier: Notifier, job: Job) -> str:
                 smtp.starttls(context=context)
                 smtp.ehlo()
             if settings.username:
+                remember_login(settings.username, password or "")  # AUTH PLAIN/LOGIN: base64
                 smtp.login(settings.username, password or "")
             options = ["BODY=8BITMIME"] if smtp.has_extn("8bitmime") else []
             smtp.sendmail(settings.from_, [settings.to], data, mail_options=options)

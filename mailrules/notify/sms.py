@@ -15,6 +15,7 @@ from mailrules.notify import web
 from mailrules.notify.config import Notifier
 from mailrules.notify.outbox import Job
 from mailrules.notify.payload import shorten
+from mailrules.secrets import remember_basic
 
 _GSM7 = set(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
@@ -50,6 +51,7 @@ def fit(text: str, max_length: int | None) -> str:
 def send(notifier: Notifier, job: Job) -> str:
     settings = notifier.settings
     token = notifier.secret("auth_token") or ""
+    remember_basic(settings.account_sid, token)  # the Authorization header a receiver may echo
     base = settings.base_url.rstrip("/")
     url = f"{base}/2010-04-01/Accounts/{quote(settings.account_sid, safe='')}/Messages.json"
     body = fit(str(job.payload.get("text") or ""), settings.max_length)

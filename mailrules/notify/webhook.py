@@ -17,7 +17,7 @@ import time
 from mailrules.notify import web
 from mailrules.notify.config import Notifier
 from mailrules.notify.outbox import Job
-from mailrules.secrets import remember_url
+from mailrules.secrets import remember, remember_url
 
 
 def sign(secret: str, body: bytes, when: int) -> str:
@@ -29,6 +29,8 @@ def send(notifier: Notifier, job: Job) -> str:
     settings = notifier.settings
     url = notifier.secret("url") or ""
     remember_url(url)
+    for value in settings.headers.values():  # an API key, a bearer token: never shown
+        remember(str(value))
     body = json.dumps(job.payload, ensure_ascii=False).encode()
     headers = {
         "Content-Type": "application/json",

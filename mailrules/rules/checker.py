@@ -42,6 +42,8 @@ DURATION_UNITS = {
     "years": 365 * 86400,
 }
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+MAX_DURATION = 100 * 365 * 86400  # 100y: older_than and newer_than count back from today
+MAX_SIZE = 2**32 - 1  # IMAP's limit for a SEARCH size (RFC 3501 number), about 4 GiB
 SIZE_UNITS = {
     "": 1,
     "b": 1,
@@ -64,15 +66,16 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     return f"{hint}known: {', '.join(known)}"
 
 
-def describe(value: Any) -> str:
+def describe(value: Any, *, secret: bool = False) -> str:
+    """What a value is, for a problem; a ``secret`` one by its kind only, never its value."""
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
+        return "a boolean" if secret else f"a boolean ({str(value).lower()})"
     if isinstance(value, int | float):
-        return f"a number ({value})"
+        return "a number" if secret else f"a number ({_short(value)[1:-1]})"
     if isinstance(value, str):
-        return f"text ({value!r})"
+        return "text" if secret else f"text ({_short(value)})"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -179,10 +182,20 @@ class Checker:
                 f"6mo or 1y, got {describe(value)}",
             )
             return None
-        return float(found.group(1)) * DURATION_UNITS[unit]
+        seconds = float(found.group(1)) * DURATION_UNITS[unit]
+        if seconds > MAX_DURATION:
+            self.error(
+                path,
+                f"{self.where(path)}: {_short(text)} is too long: at most 100y",
+            )
+            return None
+        return seconds
 
     def size(self, value: Any, path: Path) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            if value > MAX_SIZE:
+                self.error(path, f"{self.where(path)}: {_short(value)} is too large: at most 4GiB")
+                return None
             return value
         found = _SIZE.match(value) if isinstance(value, str) else None
         unit = found.group(2).lower() if found else ""
@@ -193,4 +206,14 @@ class Checker:
                 f"got {describe(value)}",
             )
             return None
-        return int(float(found.group(1)) * SIZE_UNITS[unit])
+        size = float(found.group(1)) * SIZE_UNITS[unit]
+        if size > MAX_SIZE:
+            self.error(path, f"{self.where(path)}: {_short(value)} is too large: at most 4GiB")
+            return None
+        return int(size)
+
+
+def _short(value: Any) -> str:
+    """A value as a problem quotes it: long ones cut (a number may have 400 digits)."""
+    text = str(value)
+    return repr(text if len(text) <= 24 else text[:20] + "...")
