@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.dovecot"]
+pytest_plugins = ["tests.dovecot", "tests.servers.plugin"]
 
 
 class MaildirTree:
