@@ -41,9 +41,9 @@ from mailrules.config.model import ImapModel
 from mailrules.errors import CredentialError, FolderError, SourceError
 from mailrules.interning import Pool
 from mailrules.message import MessageView, Summary
-from mailrules.rules.search import needs_utf8
 from mailrules.sources.base import Known, MessageRef, Result, Scan
 from mailrules.sources.imap_fetch import FetchError, fetch_stream
+from mailrules.sources.imap_search import SearchRefused, encode_search, run_search
 from mailrules.transport.tcp import set_keepalive
 from mailrules.transport.tls import TLSError, check_fingerprint, make_context
 from mailrules.transport.tunnel import Tunnel
@@ -172,6 +172,7 @@ class ImapMailbox:
         self.uidnext_seen: dict[str, int] = {}  # folder -> UIDNEXT its last scan went up to
         self._warned_uidplus = False
         self._fetches = 0  # streamed FETCHes so far: their tags
+        self._searches = 0  # narrowing SEARCHes so far: their tags
         self._partner: ImapMailbox | None = None  # the latest actor() handed out
         self.ready = threading.Event()  # set once open() has ended
 
@@ -557,21 +558,31 @@ class ImapMailbox:
         return sorted(set(lower) | {u for u in upper[0] if u >= middle})
 
     def _narrowed(self, criteria: list[object], quiet: bool = False) -> list[int] | None:
-        """UIDs the server says may match; None if the server cannot search that."""
+        """UIDs the server says may match; None if the server refused to search that.
+
+        The command's bytes are built here (see imap_search): nested groups, literals and
+        LITERAL+ exactly as the server can take them."""
         client = self._conn()
-        charset = "UTF-8" if needs_utf8(criteria) else None
+        self._searches += 1
+        segments = encode_search(
+            b"MS%d" % self._searches, criteria, utf8_mode=self._utf8, capabilities=self._caps
+        )
         try:
-            found = self._run("SEARCH", client.search, criteria, charset)
-        except IMAPClientError as exc:
+            return self._run("SEARCH", run_search, client._imap, segments)
+        except SearchRefused as exc:
             if not quiet:
                 log.warning("%s: the server refused the narrowing SEARCH (%s); deciding every "
-                            "message here instead", self.label, exc)  # fmt: skip
+                            "message here instead", self.label, exc.answer)  # fmt: skip
             return None
-        except SourceError:
+        except FetchError as exc:
+            self.close()
             if quiet:  # the helper's connection: the caller searches on its own
                 return None
+            raise SourceError(f"{self.label}: SEARCH failed: {exc}") from None
+        except SourceError:
+            if quiet:
+                return None
             raise
-        return [int(u) for u in found]
 
     def _revalidated(self, known: Known) -> list[int]:
         """After a UIDVALIDITY reset: recent messages whose Message-ID was never handled."""
