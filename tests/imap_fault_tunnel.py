@@ -8,6 +8,7 @@ Options (each a fault seen on a real server):
                          its first line (others pass), as
                          Courier and Twisted refuse a literal or a key: the rest of the
                          command is never forwarded (the client must wait for "+")
+  --lowercase-attributes send LIST's mailbox attributes in lower case (\\trash), as Cyrus does
   --drop-header-of TEXT  close the connection while relaying a FETCH response whose
                          BODY[HEADER...] contains TEXT (Twisted dies on a raw 8-bit header);
                          BODY[] of the same message passes
@@ -27,6 +28,7 @@ import sys
 import threading
 
 LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
+LIST = re.compile(rb"^(\* LIST \()([^)]*)(\).*)$", re.DOTALL)
 SEARCH = re.compile(rb"^(\S+) UID SEARCH ", re.IGNORECASE)
 
 
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("log")
     parser.add_argument("--drop-caps", default="")
     parser.add_argument("--refuse-search")
+    parser.add_argument("--lowercase-attributes", action="store_true")
     parser.add_argument("--drop-header-of")
     parser.add_argument("--once-marker")
     parser.add_argument("argv", nargs="+")
@@ -63,6 +66,8 @@ def main() -> None:
                 words = response.rstrip(b"\r\n").split(b" ")
                 kept = [w for w in words if w.upper().decode("latin-1") not in dropped]
                 response = b" ".join(kept) + b"\r\n"
+            if args.lowercase_attributes and (listed := LIST.match(response)):
+                response = listed.group(1) + listed.group(2).lower() + listed.group(3)
             if args.drop_header_of and b"BODY[HEADER" in response.upper():
                 marker = args.once_marker
                 if args.drop_header_of.encode() in response and not (

@@ -18,6 +18,7 @@ its new one, or both.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import imaplib
@@ -45,7 +46,7 @@ from mailrules.sources.base import Known, MessageRef, Result, Scan
 from mailrules.sources.imap_fetch import FetchError, fetch_stream
 from mailrules.sources.imap_search import SearchRefused, encode_search, run_search
 from mailrules.transport.tcp import set_keepalive
-from mailrules.transport.tls import TLSError, check_fingerprint, make_context
+from mailrules.transport.tls import TLSError, check_fingerprint, make_context, untrusted
 from mailrules.transport.tunnel import Tunnel
 
 if TYPE_CHECKING:
@@ -88,6 +89,20 @@ class _TunnelClient(IMAPClient):
 
     def _create_IMAP4(self) -> imaplib.IMAP4:  # IMAPClient's hook for making the connection
         return _TunnelIMAP4(self._tunnel)
+
+
+def server_text(exc: Exception) -> str:
+    """What the server said, from an imaplib/IMAPClient error: decoded, not ``b'...'``."""
+    text = str(exc)
+    match = re.fullmatch(r"""b(['"])(.*)\1""", text, re.DOTALL)
+    if match:
+        try:
+            raw = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        if isinstance(raw, bytes):
+            return raw.decode("utf-8", "replace")
+    return text
 
 
 def _runs(uids: list[int]) -> Iterator[tuple[int, int]]:
@@ -208,10 +223,7 @@ class ImapMailbox:
                 raise
             except ssl.SSLCertVerificationError as exc:
                 self.close()
-                raise TLSError(
-                    f"{self.label}: the server certificate is not trusted ({exc.verify_message});"
-                    " if it is self-signed, set ca_file or pin its fingerprint"
-                ) from None
+                raise untrusted(self.label, exc, self.settings.ca_file) from None
             except (*_NETWORK_ERRORS, ssl.SSLError, IMAPClientError) as exc:
                 self.close()
                 raise SourceError(f"{self.label}: cannot connect: {exc}") from None
@@ -300,7 +312,8 @@ class ImapMailbox:
         except CredentialError as exc:
             raise SourceError(str(exc)) from None
         except LoginError as exc:
-            reason = str(exc).replace(user, "…") if user else str(exc)
+            reason = server_text(exc)
+            reason = reason.replace(user, "…") if user else reason
             raise SourceError(f"{self.label}: login as {user!r} refused: {reason}") from None
 
     def _find_delimiter(self, client: IMAPClient) -> str:
@@ -359,7 +372,7 @@ class ImapMailbox:
             # With UTF8=ACCEPT the names come as UTF-8 bytes; else IMAPClient decoded them.
             name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
             sep = delim.decode() if isinstance(delim, bytes) else (delim or "/")
-            attrs = [f.decode() if isinstance(f, bytes) else str(f) for f in flags]
+            attrs = [_attribute(f.decode() if isinstance(f, bytes) else str(f)) for f in flags]
             out.append((name.replace(sep, "/") if sep != "/" else name, attrs))
         return sorted(out, key=lambda item: (item[0].upper() != "INBOX", item[0]))
 
@@ -847,6 +860,20 @@ class ImapMailbox:
 
 
 _shared: Pool[frozenset[str]] = Pool(1024)  # flag and keyword sets: a few kinds
+# Mailbox attributes (RFC 9051 s7.3.1, RFC 6154): atoms, so case-insensitive; Cyrus sends
+# "\\trash". Known ones are given in their RFC spelling, so that comparisons can be exact.
+_ATTRIBUTES = {
+    a.lower(): a
+    for a in (
+        "\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash",
+        "\\Noselect", "\\NonExistent", "\\NoInferiors", "\\HasChildren", "\\HasNoChildren",
+        "\\Marked", "\\Unmarked", "\\Subscribed", "\\Remote", "\\Important",
+    )
+}  # fmt: skip
+
+
+def _attribute(name: str) -> str:
+    return _ATTRIBUTES.get(name.lower(), name)
 
 
 def _header_bytes(item: dict[bytes, object]) -> bytes:
