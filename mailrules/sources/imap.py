@@ -182,6 +182,8 @@ class ImapMailbox:
         self._caps: set[bytes] = set()
         self._utf8 = False  # UTF8=ACCEPT enabled on this connection
         self._delimiter = "/"
+        self._personal = ""  # the personal namespace's prefix (RFC 2342), e.g. Courier's "INBOX."
+        self._other_prefixes: tuple[str, ...] = ()  # other users' and shared namespaces
         self._selected: str | None = None
         self._readonly = False  # the selected folder was EXAMINEd (an IDLE watcher's)
         self.uidnext_seen: dict[str, int] = {}  # folder -> UIDNEXT its last scan went up to
@@ -272,6 +274,7 @@ class ImapMailbox:
         self._caps = set(client.capabilities())
         self._utf8 = self._enable_utf8(client)
         self._delimiter = self._find_delimiter(client)
+        self._read_namespace(client)
         return client
 
     def _enable_utf8(self, client: IMAPClient) -> bool:
@@ -325,6 +328,31 @@ class ImapMailbox:
             pass
         return "/"
 
+    def _read_namespace(self, client: IMAPClient) -> None:
+        """NAMESPACE (RFC 2342) where offered: the personal prefix and its separator.
+
+        Courier keeps every folder under ``INBOX.`` (separator ``.``); a name the user
+        writes without it goes there (see ``server_name``)."""
+        if b"NAMESPACE" not in self._caps:
+            return
+        try:
+            personal, other, shared = self._run("NAMESPACE", client.namespace)
+        except (IMAPClientError, ValueError, TypeError) as exc:
+            log.info("%s: NAMESPACE failed (%s); names are used as written", self.label, exc)
+            return
+
+        def text(value: object) -> str:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+        if personal:
+            prefix, sep = personal[0][0], personal[0][1]
+            if sep:
+                self._delimiter = text(sep)
+            self._personal = text(prefix or "")
+        self._other_prefixes = tuple(
+            text(entry[0]) for entry in (*(other or ()), *(shared or ())) if entry and entry[0]
+        )
+
     def close(self) -> None:
         if self._client is not None:
             try:
@@ -350,7 +378,35 @@ class ImapMailbox:
     # -- folders --------------------------------------------------------------------------
 
     def server_name(self, folder: str) -> str:
-        return "INBOX" if folder.upper() == "INBOX" else folder.replace("/", self._delimiter)
+        """A folder as the user writes it ('/' between levels) -> its name on the server.
+
+        Levels are joined with the server's separator, and a name outside every namespace
+        goes under the personal one (``Alice`` -> ``INBOX.Alice`` on Courier; ``INBOX/Alice``
+        means the same). FolderError if a level holds the separator itself: it would make
+        another folder (``Release v1.2`` -> ``Release v1`` / ``2``)."""
+        if folder.upper() == "INBOX":
+            return "INBOX"
+        sep = self._delimiter
+        parts = folder.split("/")
+        if sep != "/" and any(sep in part for part in parts):
+            raise FolderError(
+                f"{self.label}: folder {folder!r} cannot be used on this server: it contains "
+                f"{sep!r}, the server's folder separator, so it would name another folder; "
+                "rename it (levels are separated by '/')"
+            )
+        name = sep.join(parts)
+        prefix = self._personal
+        qualified = name.upper().startswith(prefix.upper()) or any(
+            name.startswith(other) for other in self._other_prefixes
+        )
+        return name if qualified else prefix + name
+
+    def user_name(self, name: str, sep: str) -> str:
+        """A server's folder name as the user writes it: no personal prefix, '/' levels."""
+        prefix = self._personal
+        if prefix and name.upper().startswith(prefix.upper()) and len(name) > len(prefix):
+            name = name[len(prefix) :]
+        return name.replace(sep, "/") if sep != "/" else name
 
     def clean_component(self, value: str) -> str:
         value = value.replace("/", "_").replace(self._delimiter, "_").strip()
@@ -373,7 +429,7 @@ class ImapMailbox:
             name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
             sep = delim.decode() if isinstance(delim, bytes) else (delim or "/")
             attrs = [_attribute(f.decode() if isinstance(f, bytes) else str(f)) for f in flags]
-            out.append((name.replace(sep, "/") if sep != "/" else name, attrs))
+            out.append((self.user_name(name, sep), attrs))
         return sorted(out, key=lambda item: (item[0].upper() != "INBOX", item[0]))
 
     def _trash_folder(self) -> str:
@@ -744,7 +800,10 @@ class ImapMailbox:
             return []
         self._select(refs[0].folder, write=verb == "MOVE")
         client = self._conn()
-        target = client._normalise_folder(self.server_name(dest))
+        try:
+            target = client._normalise_folder(self.server_name(dest))
+        except FolderError as exc:
+            return [f"{verb.lower()} to {dest!r}: {exc}"] * len(refs)
 
         def one(chunk: list[MessageRef], uids: str) -> Result:
             client._imap.untagged_responses.pop("COPYUID", None)
