@@ -586,9 +586,17 @@ class ImapMailbox:
         return Scan(validity, refs, first=first, cursor=cursor, note=note)
 
     def _every(self, narrow: list[object] | None) -> list[int]:
-        """Every message some rule may act on: the narrowing SEARCH's, or all."""
-        uids = self._narrowed_shared(narrow) if narrow and self.settings.server_search else None
-        return self._search(["ALL"]) if uids is None else uids
+        """Every message some rule may act on: the narrowing SEARCH's, or all.
+
+        Without UIDPLUS, messages marked ``\\Deleted`` are left out: the originals of what
+        mailrules moved stay so marked there (nothing may expunge just them), and a later
+        full pass must not copy them again. With UIDPLUS they are kept: a pass that was
+        cut between STORE and UID EXPUNGE is finished by the next one."""
+        skip_deleted = b"UIDPLUS" not in self._caps
+        uids = None
+        if narrow and self.settings.server_search:
+            uids = self._narrowed_shared(["UNDELETED", *narrow] if skip_deleted else narrow)
+        return self._search(["UNDELETED" if skip_deleted else "ALL"]) if uids is None else uids
 
     def _search(self, criteria: list[str]) -> list[int]:
         client = self._conn()
