@@ -12,10 +12,10 @@ Options (each a fault seen on a real server):
   --drop-header-of TEXT  close the connection while relaying a FETCH response whose
                          BODY[HEADER...] contains TEXT (Twisted dies on a raw 8-bit header);
                          BODY[] of the same message passes
-  --once-marker PATH     with --drop-header-of: drop only while PATH does not exist, and
-                         create it when dropping (a server fixed between runs)
+  --drop-fetch-of TEXT   close the connection while relaying any FETCH response holding TEXT
 
-Every client line is appended to LOGFILE (literals included), so a test can see the bytes.
+Every client command is appended to LOGFILE (literals included) in one write, so a test
+can see its bytes even when several connections log to the same file.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--refuse-search")
     parser.add_argument("--lowercase-attributes", action="store_true")
     parser.add_argument("--drop-header-of")
-    parser.add_argument("--once-marker")
+    parser.add_argument("--drop-fetch-of")
     parser.add_argument("argv", nargs="+")
     args = parser.parse_args()
     log = open(args.log, "ab", buffering=0)  # noqa: SIM115 - open for the relay's life
@@ -68,36 +68,45 @@ def main() -> None:
                 response = b" ".join(kept) + b"\r\n"
             if args.lowercase_attributes and (listed := LIST.match(response)):
                 response = listed.group(1) + listed.group(2).lower() + listed.group(3)
-            if args.drop_header_of and b"BODY[HEADER" in response.upper():
-                marker = args.once_marker
-                if args.drop_header_of.encode() in response and not (
-                    marker and os.path.exists(marker)
-                ):
-                    if marker:
-                        open(marker, "w").close()
-                    to_client(response[: response.upper().index(b"BODY[HEADER")])
-                    os._exit(0)  # the connection ends mid-response
+            header = b"BODY[HEADER" in response.upper()
+            if (args.drop_header_of and header and args.drop_header_of.encode() in response) or (
+                args.drop_fetch_of
+                and b" FETCH " in response.upper()
+                and args.drop_fetch_of.encode() in response
+            ):
+                to_client(response[: len(response) // 2])
+                os._exit(0)  # the connection ends mid-response
             to_client(response)
 
     threading.Thread(target=from_server, daemon=True).start()
     assert child.stdin is not None
+    command = bytearray()  # logged whole, in one write: other connections log too
+
+    def logged(data: bytes, done: bool) -> None:
+        command.extend(data)
+        if done:
+            log.write(bytes(command))
+            command.clear()
+
     while line := client_in.readline():
-        log.write(line)
         search = SEARCH.match(line)
         if args.refuse_search and search and (b"CHARSET" in line.upper() or LITERAL.search(line)):
+            logged(line, False)
             while (match := LITERAL.search(line)) and b"+}" in match.group(0):
                 # a non-synchronizing literal follows anyway: read the whole command
-                log.write(client_in.read(int(match.group(1))))
+                logged(client_in.read(int(match.group(1))), False)
                 line = client_in.readline()
-                log.write(line)
+                logged(line, False)
+            logged(b"", True)
             to_client(search.group(1) + b" " + args.refuse_search.encode() + b"\r\n")
             continue
         child.stdin.write(line)
         child.stdin.flush()
         match = LITERAL.search(line)
+        logged(line, match is None)
         if match:  # forwarded first: a synchronizing literal waits for the server's "+"
             literal = client_in.read(int(match.group(1)))
-            log.write(literal)
+            logged(literal, False)
             child.stdin.write(literal)
             child.stdin.flush()
     child.stdin.close()

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("imapclient").setLevel(logging.WARNING)  # its debug log shows protocol data
 
 CHUNK = 500  # UIDs per FETCH
+MAX_FETCH_FAILURES = 24  # failed FETCHes one batch may isolate before the account fails
 SET_CHARS = 8000  # a UID set's length in one command: well under servers' line limits
 FLAG_NAMES = {
     "seen": b"\\Seen",
@@ -190,6 +191,8 @@ class ImapMailbox:
         self._warned_uidplus = False
         self._fetches = 0  # streamed FETCHes so far: their tags
         self._searches = 0  # narrowing SEARCHes so far: their tags
+        # (folder, uid, reason) of messages the server could not send (see _fetch_isolating)
+        self.unreadable: list[tuple[str, str, str]] = []
         self._partner: ImapMailbox | None = None  # the latest actor() handed out
         self.ready = threading.Event()  # set once open() has ended
 
@@ -703,7 +706,7 @@ class ImapMailbox:
         headers = sorted({*BASE_FIELDS, *(n[7:].upper() for n in needs if n.startswith("header:"))})
         items = f"UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS ({' '.join(headers)})]"
         by_uid = {int(r.uid): r for r in refs}
-        stream = self._fetch_stream(sorted(by_uid), items)
+        stream = self._fetch_isolating(folder, sorted(by_uid), items)
         if needs & {"body", "raw"}:
             stream = iter(list(stream))
         got: set[int] = set()
@@ -715,6 +718,68 @@ class ImapMailbox:
             yield ref, self._view(ref, uid, item)
         for uid in sorted(set(by_uid) - got):
             log.info("%s/%s: UID %d vanished before it was read", self.account, folder, uid)
+
+    def _fetch_isolating(
+        self, folder: str, uids: list[int], items: str
+    ) -> Iterator[tuple[int, dict[bytes, object]]]:
+        """``_fetch_stream``, but one message the server cannot send does not stop the rest.
+
+        Twisted's server drops the connection while sending the header fields of a message
+        with a raw 8-bit header; every run would stop there. When a FETCH fails part way,
+        this reconnects and splits what is left in halves until the one message is found;
+        that one is read whole (``BODY.PEEK[]``, its header taken from it) or, if even that
+        fails, skipped with a logged reason and listed in ``unreadable`` (the runner
+        retries it on later runs, a bounded number of times). A server that cannot be
+        reached again, or that keeps failing, fails the account as before."""
+        pending = [uids]
+        failures = 0
+        while pending:
+            group = pending.pop(0)
+            got: set[int] = set()
+            try:
+                for uid, item in self._fetch_stream(group, items):
+                    got.add(uid)
+                    yield uid, item
+                continue
+            except SourceError as exc:
+                failures += 1
+                if failures > MAX_FETCH_FAILURES:
+                    raise
+                reason = str(exc).removeprefix(f"{self.label}: ")
+            rest = [uid for uid in group if uid not in got]
+            self._select(folder)  # reconnects: the failed FETCH closed the connection
+            if len(rest) > 1:
+                middle = len(rest) // 2
+                pending[:0] = [rest[:middle], rest[middle:]]
+            elif rest:
+                whole = self._fetch_whole(folder, rest[0], reason)
+                if whole is not None:
+                    yield rest[0], whole
+
+    def _fetch_whole(self, folder: str, uid: int, reason: str) -> dict[bytes, object] | None:
+        """One message the server could not send the header fields of, read whole."""
+        items = "UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[]"
+        try:
+            for got, item in list(self._fetch_stream([uid], items)):  # all of it: the tagged OK
+                body = item.pop(b"BODY[]", None)
+                if got == uid and isinstance(body, bytes):
+                    log.warning(
+                        "%s/%s: UID %d: reading its header fields failed (%s); read it whole",
+                        self.account, folder, uid, reason,
+                    )  # fmt: skip
+                    item[b"BODY[HEADER]"] = _header_of(body)
+                    return item
+            why = "the server sent no body"
+        except SourceError as exc:
+            why = str(exc).removeprefix(f"{self.label}: ")
+            self._select(folder)  # reconnect for the rest
+        log.warning(
+            "%s/%s: UID %d skipped: the server cannot send it (%s; then %s); it is tried "
+            "again on later runs",
+            self.account, folder, uid, reason, why,
+        )  # fmt: skip
+        self.unreadable.append((folder, str(uid), f"{reason}; then {why}"))
+        return None
 
     def _fetch_stream(
         self, uids: list[int], items: str
@@ -941,6 +1006,15 @@ _ATTRIBUTES = {
 
 def _attribute(name: str) -> str:
     return _ATTRIBUTES.get(name.lower(), name)
+
+
+def _header_of(message: bytes) -> bytes:
+    """The header block of a whole message, with the blank line that ends it."""
+    ends = [(at, len(end)) for end in (b"\r\n\r\n", b"\n\n") if (at := message.find(end)) >= 0]
+    if not ends:
+        return message
+    at, size = min(ends)
+    return message[: at + size]
 
 
 def _header_bytes(item: dict[bytes, object]) -> bytes:
