@@ -44,6 +44,8 @@ def test_literal_minus_covers_small_literals_only():
                          utf8_mode=False, capabilities={b"LITERAL-"})  # fmt: skip
     assert sent[0].endswith(b"(SUBJECT {4098}\r\n") and b"{6+}\r\ncr\xc3\xa8me)" in sent[0]
     assert sent[1] == big + b")\r\n"
+    rev2 = encode_search(b"A1", ["SUBJECT", CREME], utf8_mode=False, capabilities={b"IMAP4rev2"})
+    assert rev2 == [b"A1 UID SEARCH CHARSET UTF-8 SUBJECT {6+}\r\ncr\xc3\xa8me\r\n"]
 
 
 def test_no_charset_once_utf8_is_enabled():

@@ -8,8 +8,9 @@ s6.4.4): keys go as atoms, every text value as a quoted string, or, when it is n
 plain ASCII, as a literal of exactly its UTF-8 octets, at any depth of nesting.
 
 Literals are non-synchronizing (``{n+}``) only where the server offers LITERAL+ (or
-LITERAL- for up to 4096 octets, RFC 7888); otherwise the command is sent in segments,
-each ending in ``{n}``, and the next one only after the server's ``+`` continuation.
+LITERAL- or IMAP4rev2, for up to 4096 octets: RFC 7888, RFC 9051); otherwise the
+command is sent in segments, each ending in ``{n}``, and the next one only after the
+server's ``+`` continuation.
 A server that answers a segment with a tagged NO or BAD has refused the command; the
 connection is fine and the caller decides every message locally instead.
 
@@ -85,7 +86,7 @@ def encode_search(
     one goes only after the server's ``+``. With LITERAL+ there is one segment."""
     caps = {c.upper() for c in capabilities}
     literal_plus = b"LITERAL+" in caps
-    literal_minus = b"LITERAL-" in caps
+    literal_minus = b"LITERAL-" in caps or b"IMAP4REV2" in caps  # RFC 9051 includes LITERAL-
     head = tag + b" UID SEARCH"
     if has_non_ascii(criteria) and not utf8_mode:
         head += b" CHARSET UTF-8"
