@@ -32,6 +32,8 @@ from mailrules.state import AuditRow, Seen, State
 log = logging.getLogger(__name__)
 action_log = logging.getLogger("mailrules.actions")
 BATCH = 500
+READ_ACTION = "read message"  # the audit's name for a message the server could not send
+READ_ATTEMPTS = 3  # runs that try such a message before it is left alone
 
 
 @dataclass(frozen=True)
@@ -387,7 +389,33 @@ class FolderRun:
                 decided.items.append(Item(ref, view.summary(), decision.steps))
             else:
                 decided.unplanned.append((ref, view.summary()))
+        unreadable: list[tuple[str, str, str]] = getattr(self.box, "unreadable", [])
+        while unreadable:
+            _folder, uid, reason = unreadable.pop(0)
+            self._unreadable(uid, reason, decided)
         return decided
+
+    def _unreadable(self, uid: str, reason: str, decided: Decided) -> None:
+        """A message the server could not send (the mailbox skipped it, saying why).
+
+        It counts as failed and stays for later runs (the cursor stays below it), up to
+        READ_ATTEMPTS runs in all, counted in the audit log; then it is recorded as
+        handled and left alone where it is, so that it cannot hold the folder back."""
+        name, folder = self.account.name, self.folder
+        self.report.failed_actions += 1
+        attempts = 1
+        if not self.options.dry_run and self.state is not None:
+            attempts += self.state.failures(name, folder, uid, READ_ACTION)
+            row = AuditRow(name, folder, uid, "", "", "", "", READ_ACTION, "failed", reason)
+            seen = {folder: [Seen(uid)]} if attempts >= READ_ATTEMPTS else {}
+            self.state.commit(name, self.validity, seen, {}, [row])
+        if attempts >= READ_ATTEMPTS:
+            log.error(
+                "%s/%s: UID %s could not be read in %d runs; left alone where it is from now "
+                "on (%s)", name, folder, uid, attempts, reason,
+            )  # fmt: skip
+        else:
+            decided.failed.append(uid)
 
     def _plan(self, decided: Decided) -> None:
         for item in decided.items:

@@ -336,6 +336,15 @@ class State:
             ]
         )
 
+    def failures(self, account: str, folder: str, uid: str, action: str) -> int:
+        """How often the audit log says ``action`` failed on this message."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM audit WHERE account=? AND folder=? AND uid=? AND action=? "
+            "AND result='failed'",
+            (account, folder, uid, action),
+        ).fetchone()
+        return int(row[0])
+
     def is_known_folder(self, account: str, folder: str) -> bool:
         return self.folder_validity(account, folder) is not None
 

@@ -424,8 +424,12 @@ def _make_maildir(path: Path) -> Path:
     return path
 
 
-def _mail_settings(mail_location: str) -> str:
+DEFAULT_NAMESPACE = "inbox = yes\nseparator = /"
+
+
+def _mail_settings(mail_location: str, namespace: str = DEFAULT_NAMESPACE) -> str:
     ids = _mail_ids()
+    inside = "".join(f"  {line}\n" for line in namespace.splitlines())
     owner = f"mail_uid = {ids[0]}\nmail_gid = {ids[1]}\n" if ids else ""
     return f"""\
 mail_location = {mail_location}
@@ -434,19 +438,19 @@ first_valid_gid = 1
 default_internal_user = {MAIL_USER}
 default_login_user = {MAIL_USER}
 namespace inbox {{
-  inbox = yes
-  separator = /
-}}
+{inside}}}
 """
 
 
-def _preauth_config(base: Path, maildir: Path, capability: str | None) -> str:
+def _preauth_config(
+    base: Path, maildir: Path, capability: str | None, namespace: str = DEFAULT_NAMESPACE
+) -> str:
     masked = f"imap_capability = {capability}\n" if capability else ""
     return f"""\
 # PREAUTH sessions on one test Maildir; made by tests/dovecot.py. Reads nothing in /etc/dovecot.
 base_dir = {base}/run
 ssl = no
-{_mail_settings(f"maildir:{maildir}")}{masked}"""
+{_mail_settings(f"maildir:{maildir}", namespace)}{masked}"""
 
 
 def _write_wrapper(path: Path, binary: Path, conf: Path, home: Path, log: Path) -> list[str]:
@@ -465,17 +469,24 @@ def _write_wrapper(path: Path, binary: Path, conf: Path, home: Path, log: Path) 
 class _PreauthFiles:
     """Config and wrappers for PREAUTH sessions on ``maildir`` (masked and unmasked)."""
 
-    def __init__(self, base: Path, maildir: Path, home: Path, capability: str | None) -> None:
+    def __init__(
+        self,
+        base: Path,
+        maildir: Path,
+        home: Path,
+        capability: str | None,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> None:
         self.log = base / "preauth.log"
         self.log.touch()
         conf = base / "preauth.conf"
-        conf.write_text(_preauth_config(base, maildir, capability))
+        conf.write_text(_preauth_config(base, maildir, capability, namespace))
         self.argv = _write_wrapper(base / "imap", IMAP_BINARY, conf, home, self.log)
         self.pop3_argv = _write_wrapper(base / "pop3", POP3_BINARY, conf, home, self.log)
         self.conf = conf
         if capability:
             helper_conf = base / "helper.conf"
-            helper_conf.write_text(_preauth_config(base, maildir, None))
+            helper_conf.write_text(_preauth_config(base, maildir, None, namespace))
             self.helper_argv = _write_wrapper(
                 base / "imap-helper", IMAP_BINARY, helper_conf, home, self.log
             )
@@ -493,16 +504,20 @@ class DovecotPreauth(MailboxHelpers):
     session in TRANSACTION state that sends **no greeting** (``pop3_sends_greeting`` is False):
     the POP3 client side must supply the ``+OK`` itself, as ``TunnelPOP3`` does.
     ``capability`` is the ``imap_capability`` the IMAP session advertises (None: Dovecot's).
+    ``namespace`` is the body of the inbox namespace (the helpers use it too), e.g. Courier's
+    ``inbox = yes`` / ``prefix = INBOX.`` / ``separator = .``.
     """
 
     pop3_sends_greeting = False
 
-    def __init__(self, base: Path, capability: str | None) -> None:
+    def __init__(
+        self, base: Path, capability: str | None, namespace: str = DEFAULT_NAMESPACE
+    ) -> None:
         self.base = base
         self.capability = capability
         self.home = base / "home"
         self.maildir = _make_maildir(self.home / "Maildir")
-        files = _PreauthFiles(base, self.maildir, self.home, capability)
+        files = _PreauthFiles(base, self.maildir, self.home, capability, namespace)
         self.argv, self.pop3_argv = files.argv, files.pop3_argv
         self.helper_argv, self.conf, self.log = files.helper_argv, files.conf, files.log
 
@@ -517,7 +532,7 @@ class DovecotPreauth(MailboxHelpers):
 
 @pytest.fixture
 def dovecot_preauth_factory() -> Iterator[Callable[..., DovecotPreauth]]:
-    """``make(capability=None)``: a new, empty PREAUTH mailbox per call.
+    """``make(capability=None, namespace=None)``: a new, empty PREAUTH mailbox per call.
 
     ``capability`` replaces the advertised capabilities, e.g. "IMAP4rev1 IDLE LITERAL+" hides
     MOVE, UIDPLUS and CONDSTORE (Dovecot still accepts those commands: assert on what the
@@ -526,9 +541,9 @@ def dovecot_preauth_factory() -> Iterator[Callable[..., DovecotPreauth]]:
     require_dovecot()
     bases: list[Path] = []
 
-    def make(capability: str | None = None) -> DovecotPreauth:
+    def make(capability: str | None = None, namespace: str | None = None) -> DovecotPreauth:
         bases.append(_make_base("mailrules-preauth-"))
-        return DovecotPreauth(bases[-1], capability)
+        return DovecotPreauth(bases[-1], capability, namespace or DEFAULT_NAMESPACE)
 
     yield make
     for base in bases:

@@ -40,7 +40,8 @@ ADDRESS_KEYS = {"from": "FROM", "to": "TO", "cc": "CC", "bcc": "BCC"}
 
 @dataclass(frozen=True)
 class Search:
-    """IMAPClient search criteria (one parenthesised group) and whether they are exact."""
+    """SEARCH criteria (one parenthesised group; sent by ``sources.imap_search``) and
+    whether they are exact. Text values are str when ASCII, UTF-8 bytes otherwise."""
 
     criteria: list[Any]
     exact: bool
@@ -162,7 +163,3 @@ TRANSLATIONS: dict[type, Callable[[Any, datetime], Search | None]] = {
 def to_search(cond: Condition, now: datetime) -> Search | None:
     translate = TRANSLATIONS.get(type(cond))
     return translate(cond, now) if translate else None
-
-
-def needs_utf8(criteria: list[Any]) -> bool:
-    return any(needs_utf8(c) if isinstance(c, list) else isinstance(c, bytes) for c in criteria)

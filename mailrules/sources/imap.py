@@ -18,6 +18,7 @@ its new one, or both.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import imaplib
@@ -41,11 +42,11 @@ from mailrules.config.model import ImapModel
 from mailrules.errors import CredentialError, FolderError, SourceError
 from mailrules.interning import Pool
 from mailrules.message import MessageView, Summary
-from mailrules.rules.search import needs_utf8
 from mailrules.sources.base import Known, MessageRef, Result, Scan
 from mailrules.sources.imap_fetch import FetchError, fetch_stream
+from mailrules.sources.imap_search import SearchRefused, encode_search, run_search
 from mailrules.transport.tcp import set_keepalive
-from mailrules.transport.tls import TLSError, check_fingerprint, make_context
+from mailrules.transport.tls import TLSError, check_fingerprint, make_context, untrusted
 from mailrules.transport.tunnel import Tunnel
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("imapclient").setLevel(logging.WARNING)  # its debug log shows protocol data
 
 CHUNK = 500  # UIDs per FETCH
+MAX_FETCH_FAILURES = 24  # failed FETCHes one batch may isolate before the account fails
 SET_CHARS = 8000  # a UID set's length in one command: well under servers' line limits
 FLAG_NAMES = {
     "seen": b"\\Seen",
@@ -88,6 +90,20 @@ class _TunnelClient(IMAPClient):
 
     def _create_IMAP4(self) -> imaplib.IMAP4:  # IMAPClient's hook for making the connection
         return _TunnelIMAP4(self._tunnel)
+
+
+def server_text(exc: Exception) -> str:
+    """What the server said, from an imaplib/IMAPClient error: decoded, not ``b'...'``."""
+    text = str(exc)
+    match = re.fullmatch(r"""b(['"])(.*)\1""", text, re.DOTALL)
+    if match:
+        try:
+            raw = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        if isinstance(raw, bytes):
+            return raw.decode("utf-8", "replace")
+    return text
 
 
 def _runs(uids: list[int]) -> Iterator[tuple[int, int]]:
@@ -167,11 +183,16 @@ class ImapMailbox:
         self._caps: set[bytes] = set()
         self._utf8 = False  # UTF8=ACCEPT enabled on this connection
         self._delimiter = "/"
+        self._personal = ""  # the personal namespace's prefix (RFC 2342), e.g. Courier's "INBOX."
+        self._other_prefixes: tuple[str, ...] = ()  # other users' and shared namespaces
         self._selected: str | None = None
         self._readonly = False  # the selected folder was EXAMINEd (an IDLE watcher's)
         self.uidnext_seen: dict[str, int] = {}  # folder -> UIDNEXT its last scan went up to
         self._warned_uidplus = False
         self._fetches = 0  # streamed FETCHes so far: their tags
+        self._searches = 0  # narrowing SEARCHes so far: their tags
+        # (folder, uid, reason) of messages the server could not send (see _fetch_isolating)
+        self.unreadable: list[tuple[str, str, str]] = []
         self._partner: ImapMailbox | None = None  # the latest actor() handed out
         self.ready = threading.Event()  # set once open() has ended
 
@@ -207,10 +228,7 @@ class ImapMailbox:
                 raise
             except ssl.SSLCertVerificationError as exc:
                 self.close()
-                raise TLSError(
-                    f"{self.label}: the server certificate is not trusted ({exc.verify_message});"
-                    " if it is self-signed, set ca_file or pin its fingerprint"
-                ) from None
+                raise untrusted(self.label, exc, self.settings.ca_file) from None
             except (*_NETWORK_ERRORS, ssl.SSLError, IMAPClientError) as exc:
                 self.close()
                 raise SourceError(f"{self.label}: cannot connect: {exc}") from None
@@ -259,6 +277,7 @@ class ImapMailbox:
         self._caps = set(client.capabilities())
         self._utf8 = self._enable_utf8(client)
         self._delimiter = self._find_delimiter(client)
+        self._read_namespace(client)
         return client
 
     def _enable_utf8(self, client: IMAPClient) -> bool:
@@ -299,7 +318,8 @@ class ImapMailbox:
         except CredentialError as exc:
             raise SourceError(str(exc)) from None
         except LoginError as exc:
-            reason = str(exc).replace(user, "…") if user else str(exc)
+            reason = server_text(exc)
+            reason = reason.replace(user, "…") if user else reason
             raise SourceError(f"{self.label}: login as {user!r} refused: {reason}") from None
 
     def _find_delimiter(self, client: IMAPClient) -> str:
@@ -310,6 +330,31 @@ class ImapMailbox:
         except IMAPClientError:
             pass
         return "/"
+
+    def _read_namespace(self, client: IMAPClient) -> None:
+        """NAMESPACE (RFC 2342) where offered: the personal prefix and its separator.
+
+        Courier keeps every folder under ``INBOX.`` (separator ``.``); a name the user
+        writes without it goes there (see ``server_name``)."""
+        if b"NAMESPACE" not in self._caps:
+            return
+        try:
+            personal, other, shared = self._run("NAMESPACE", client.namespace)
+        except (IMAPClientError, ValueError, TypeError) as exc:
+            log.info("%s: NAMESPACE failed (%s); names are used as written", self.label, exc)
+            return
+
+        def text(value: object) -> str:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+        if personal:
+            prefix, sep = personal[0][0], personal[0][1]
+            if sep:
+                self._delimiter = text(sep)
+            self._personal = text(prefix or "")
+        self._other_prefixes = tuple(
+            text(entry[0]) for entry in (*(other or ()), *(shared or ())) if entry and entry[0]
+        )
 
     def close(self) -> None:
         if self._client is not None:
@@ -336,7 +381,35 @@ class ImapMailbox:
     # -- folders --------------------------------------------------------------------------
 
     def server_name(self, folder: str) -> str:
-        return "INBOX" if folder.upper() == "INBOX" else folder.replace("/", self._delimiter)
+        """A folder as the user writes it ('/' between levels) -> its name on the server.
+
+        Levels are joined with the server's separator, and a name outside every namespace
+        goes under the personal one (``Alice`` -> ``INBOX.Alice`` on Courier; ``INBOX/Alice``
+        means the same). FolderError if a level holds the separator itself: it would make
+        another folder (``Release v1.2`` -> ``Release v1`` / ``2``)."""
+        if folder.upper() == "INBOX":
+            return "INBOX"
+        sep = self._delimiter
+        parts = folder.split("/")
+        if sep != "/" and any(sep in part for part in parts):
+            raise FolderError(
+                f"{self.label}: folder {folder!r} cannot be used on this server: it contains "
+                f"{sep!r}, the server's folder separator, so it would name another folder; "
+                "rename it (levels are separated by '/')"
+            )
+        name = sep.join(parts)
+        prefix = self._personal
+        qualified = name.upper().startswith(prefix.upper()) or any(
+            name.startswith(other) for other in self._other_prefixes
+        )
+        return name if qualified else prefix + name
+
+    def user_name(self, name: str, sep: str) -> str:
+        """A server's folder name as the user writes it: no personal prefix, '/' levels."""
+        prefix = self._personal
+        if prefix and name.upper().startswith(prefix.upper()) and len(name) > len(prefix):
+            name = name[len(prefix) :]
+        return name.replace(sep, "/") if sep != "/" else name
 
     def clean_component(self, value: str) -> str:
         value = value.replace("/", "_").replace(self._delimiter, "_").strip()
@@ -358,8 +431,8 @@ class ImapMailbox:
             # With UTF8=ACCEPT the names come as UTF-8 bytes; else IMAPClient decoded them.
             name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
             sep = delim.decode() if isinstance(delim, bytes) else (delim or "/")
-            attrs = [f.decode() if isinstance(f, bytes) else str(f) for f in flags]
-            out.append((name.replace(sep, "/") if sep != "/" else name, attrs))
+            attrs = [_attribute(f.decode() if isinstance(f, bytes) else str(f)) for f in flags]
+            out.append((self.user_name(name, sep), attrs))
         return sorted(out, key=lambda item: (item[0].upper() != "INBOX", item[0]))
 
     def _trash_folder(self) -> str:
@@ -516,9 +589,17 @@ class ImapMailbox:
         return Scan(validity, refs, first=first, cursor=cursor, note=note)
 
     def _every(self, narrow: list[object] | None) -> list[int]:
-        """Every message some rule may act on: the narrowing SEARCH's, or all."""
-        uids = self._narrowed_shared(narrow) if narrow and self.settings.server_search else None
-        return self._search(["ALL"]) if uids is None else uids
+        """Every message some rule may act on: the narrowing SEARCH's, or all.
+
+        Without UIDPLUS, messages marked ``\\Deleted`` are left out: the originals of what
+        mailrules moved stay so marked there (nothing may expunge just them), and a later
+        full pass must not copy them again. With UIDPLUS they are kept: a pass that was
+        cut between STORE and UID EXPUNGE is finished by the next one."""
+        skip_deleted = b"UIDPLUS" not in self._caps
+        uids = None
+        if narrow and self.settings.server_search:
+            uids = self._narrowed_shared(["UNDELETED", *narrow] if skip_deleted else narrow)
+        return self._search(["UNDELETED" if skip_deleted else "ALL"]) if uids is None else uids
 
     def _search(self, criteria: list[str]) -> list[int]:
         client = self._conn()
@@ -557,21 +638,31 @@ class ImapMailbox:
         return sorted(set(lower) | {u for u in upper[0] if u >= middle})
 
     def _narrowed(self, criteria: list[object], quiet: bool = False) -> list[int] | None:
-        """UIDs the server says may match; None if the server cannot search that."""
+        """UIDs the server says may match; None if the server refused to search that.
+
+        The command's bytes are built here (see imap_search): nested groups, literals and
+        LITERAL+ exactly as the server can take them."""
         client = self._conn()
-        charset = "UTF-8" if needs_utf8(criteria) else None
+        self._searches += 1
+        segments = encode_search(
+            b"MS%d" % self._searches, criteria, utf8_mode=self._utf8, capabilities=self._caps
+        )
         try:
-            found = self._run("SEARCH", client.search, criteria, charset)
-        except IMAPClientError as exc:
+            return self._run("SEARCH", run_search, client._imap, segments)
+        except SearchRefused as exc:
             if not quiet:
                 log.warning("%s: the server refused the narrowing SEARCH (%s); deciding every "
-                            "message here instead", self.label, exc)  # fmt: skip
+                            "message here instead", self.label, exc.answer)  # fmt: skip
             return None
-        except SourceError:
+        except FetchError as exc:
+            self.close()
             if quiet:  # the helper's connection: the caller searches on its own
                 return None
+            raise SourceError(f"{self.label}: SEARCH failed: {exc}") from None
+        except SourceError:
+            if quiet:
+                return None
             raise
-        return [int(u) for u in found]
 
     def _revalidated(self, known: Known) -> list[int]:
         """After a UIDVALIDITY reset: recent messages whose Message-ID was never handled."""
@@ -615,7 +706,7 @@ class ImapMailbox:
         headers = sorted({*BASE_FIELDS, *(n[7:].upper() for n in needs if n.startswith("header:"))})
         items = f"UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER.FIELDS ({' '.join(headers)})]"
         by_uid = {int(r.uid): r for r in refs}
-        stream = self._fetch_stream(sorted(by_uid), items)
+        stream = self._fetch_isolating(folder, sorted(by_uid), items)
         if needs & {"body", "raw"}:
             stream = iter(list(stream))
         got: set[int] = set()
@@ -627,6 +718,68 @@ class ImapMailbox:
             yield ref, self._view(ref, uid, item)
         for uid in sorted(set(by_uid) - got):
             log.info("%s/%s: UID %d vanished before it was read", self.account, folder, uid)
+
+    def _fetch_isolating(
+        self, folder: str, uids: list[int], items: str
+    ) -> Iterator[tuple[int, dict[bytes, object]]]:
+        """``_fetch_stream``, but one message the server cannot send does not stop the rest.
+
+        Twisted's server drops the connection while sending the header fields of a message
+        with a raw 8-bit header; every run would stop there. When a FETCH fails part way,
+        this reconnects and splits what is left in halves until the one message is found;
+        that one is read whole (``BODY.PEEK[]``, its header taken from it) or, if even that
+        fails, skipped with a logged reason and listed in ``unreadable`` (the runner
+        retries it on later runs, a bounded number of times). A server that cannot be
+        reached again, or that keeps failing, fails the account as before."""
+        pending = [uids]
+        failures = 0
+        while pending:
+            group = pending.pop(0)
+            got: set[int] = set()
+            try:
+                for uid, item in self._fetch_stream(group, items):
+                    got.add(uid)
+                    yield uid, item
+                continue
+            except SourceError as exc:
+                failures += 1
+                if failures > MAX_FETCH_FAILURES:
+                    raise
+                reason = str(exc).removeprefix(f"{self.label}: ")
+            rest = [uid for uid in group if uid not in got]
+            self._select(folder)  # reconnects: the failed FETCH closed the connection
+            if len(rest) > 1:
+                middle = len(rest) // 2
+                pending[:0] = [rest[:middle], rest[middle:]]
+            elif rest:
+                whole = self._fetch_whole(folder, rest[0], reason)
+                if whole is not None:
+                    yield rest[0], whole
+
+    def _fetch_whole(self, folder: str, uid: int, reason: str) -> dict[bytes, object] | None:
+        """One message the server could not send the header fields of, read whole."""
+        items = "UID FLAGS RFC822.SIZE INTERNALDATE BODY.PEEK[]"
+        try:
+            for got, item in list(self._fetch_stream([uid], items)):  # all of it: the tagged OK
+                body = item.pop(b"BODY[]", None)
+                if got == uid and isinstance(body, bytes):
+                    log.warning(
+                        "%s/%s: UID %d: reading its header fields failed (%s); read it whole",
+                        self.account, folder, uid, reason,
+                    )  # fmt: skip
+                    item[b"BODY[HEADER]"] = _header_of(body)
+                    return item
+            why = "the server sent no body"
+        except SourceError as exc:
+            why = str(exc).removeprefix(f"{self.label}: ")
+            self._select(folder)  # reconnect for the rest
+        log.warning(
+            "%s/%s: UID %d skipped: the server cannot send it (%s; then %s); it is tried "
+            "again on later runs",
+            self.account, folder, uid, reason, why,
+        )  # fmt: skip
+        self.unreadable.append((folder, str(uid), f"{reason}; then {why}"))
+        return None
 
     def _fetch_stream(
         self, uids: list[int], items: str
@@ -720,7 +873,10 @@ class ImapMailbox:
             return []
         self._select(refs[0].folder, write=verb == "MOVE")
         client = self._conn()
-        target = client._normalise_folder(self.server_name(dest))
+        try:
+            target = client._normalise_folder(self.server_name(dest))
+        except FolderError as exc:
+            return [f"{verb.lower()} to {dest!r}: {exc}"] * len(refs)
 
         def one(chunk: list[MessageRef], uids: str) -> Result:
             client._imap.untagged_responses.pop("COPYUID", None)
@@ -836,6 +992,29 @@ class ImapMailbox:
 
 
 _shared: Pool[frozenset[str]] = Pool(1024)  # flag and keyword sets: a few kinds
+# Mailbox attributes (RFC 9051 s7.3.1, RFC 6154): atoms, so case-insensitive; Cyrus sends
+# "\\trash". Known ones are given in their RFC spelling, so that comparisons can be exact.
+_ATTRIBUTES = {
+    a.lower(): a
+    for a in (
+        "\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash",
+        "\\Noselect", "\\NonExistent", "\\NoInferiors", "\\HasChildren", "\\HasNoChildren",
+        "\\Marked", "\\Unmarked", "\\Subscribed", "\\Remote", "\\Important",
+    )
+}  # fmt: skip
+
+
+def _attribute(name: str) -> str:
+    return _ATTRIBUTES.get(name.lower(), name)
+
+
+def _header_of(message: bytes) -> bytes:
+    """The header block of a whole message, with the blank line that ends it."""
+    ends = [(at, len(end)) for end in (b"\r\n\r\n", b"\n\n") if (at := message.find(end)) >= 0]
+    if not ends:
+        return message
+    at, size = min(ends)
+    return message[: at + size]
 
 
 def _header_bytes(item: dict[bytes, object]) -> bytes:

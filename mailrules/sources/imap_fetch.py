@@ -62,7 +62,7 @@ def fetch_stream(
     )
     waiting = list(tags)
     while waiting:
-        response = _read_response(imap)
+        response = read_response(imap)
         if response.startswith(b"* "):
             match = _FETCH.match(response)
             if match:
@@ -81,7 +81,7 @@ def fetch_stream(
         waiting.pop(0)
 
 
-def _read_response(imap: imaplib.IMAP4) -> bytes:
+def read_response(imap: imaplib.IMAP4) -> bytes:
     """One whole response line, literals included, exactly as sent."""
     line = imap.readline()
     if not line:

@@ -131,7 +131,7 @@ class _Session:
         s = self.settings
         assert self.sock is not None
         context = tls.make_context(s.ca_file, s.fingerprint)
-        return tls.wrap(self.sock, context, s.host, s.fingerprint, self.label)
+        return tls.wrap(self.sock, context, s.host, s.fingerprint, self.label, s.ca_file)
 
     def _login(self) -> None:
         s, user = self.settings, self.settings.username or ""

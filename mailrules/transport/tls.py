@@ -66,27 +66,43 @@ def check_fingerprint(sock: socket.socket | ssl.SSLSocket | None, fingerprint: s
         )
 
 
+def untrusted(label: str, exc: ssl.SSLCertVerificationError, ca_file: str | None) -> TLSError:
+    """The error for a certificate that did not verify, with what the user can do.
+
+    With a ``ca_file`` set, the hint to set one would mislead: the certificate did not
+    verify against that file (a wrong file, or the server changed its certificate)."""
+    if ca_file:
+        return TLSError(
+            f"{label}: the server certificate is not trusted: it did not verify against "
+            f"ca_file {ca_file} "
+            f"({exc.verify_message}); check that this file holds the server's certificate "
+            "or the CA that signed it"
+        )
+    return TLSError(
+        f"{label}: the server certificate is not trusted ({exc.verify_message}); "
+        "if it is self-signed, set ca_file or pin its fingerprint"
+    )
+
+
 def wrap(
     sock: socket.socket,
     context: ssl.SSLContext,
     host: str | None,
     fingerprint: str | None,
     label: str,
+    ca_file: str | None = None,
 ) -> ssl.SSLSocket:
     """Do the TLS handshake on a connected socket (implicit TLS or after STARTTLS/STLS).
 
-    The certificate is verified by ``context`` (see make_context) and, when pinned,
-    against ``fingerprint``; any failure closes the socket and raises TLSError with
+    The certificate is verified by ``context`` (see make_context, given ``ca_file``) and,
+    when pinned, against ``fingerprint``; any failure closes the socket and raises TLSError with
     what to do about it.
     """
     try:
         tls = context.wrap_socket(sock, server_hostname=host if context.check_hostname else None)
     except ssl.SSLCertVerificationError as exc:
         sock.close()
-        raise TLSError(
-            f"{label}: the server certificate is not trusted ({exc.verify_message}); "
-            "if it is self-signed, set ca_file or pin its fingerprint"
-        ) from None
+        raise untrusted(label, exc, ca_file) from None
     except (ssl.SSLError, OSError) as exc:
         sock.close()
         raise TLSError(f"{label}: TLS handshake failed: {exc}") from None
