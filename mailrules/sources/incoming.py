@@ -13,8 +13,14 @@ from collections.abc import Iterator
 
 from mailrules.errors import MailrulesError
 from mailrules.message import MessageView
-from mailrules.sources.base import Listing, MessageRef, Result
-from mailrules.sources.maildir import FLAG_LETTERS, Maildir, split_name, write_message
+from mailrules.sources.base import Listing, MessageRef, Permanent, Result
+from mailrules.sources.maildir import (
+    FLAG_LETTERS,
+    FolderNameError,
+    Maildir,
+    split_name,
+    write_message,
+)
 
 
 class Incoming:
@@ -46,7 +52,8 @@ class Incoming:
         try:
             self._write_into(folder)
         except (OSError, MailrulesError) as exc:
-            return f"cannot deliver into {folder!r}: {getattr(exc, 'strerror', None) or exc}"
+            text = f"cannot deliver into {folder!r}: {getattr(exc, 'strerror', None) or exc}"
+            return Permanent(text) if isinstance(exc, FolderNameError) else text
         return None
 
     def _write_into(self, folder: str) -> None:
