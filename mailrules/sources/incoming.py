@@ -32,6 +32,7 @@ class Incoming:
         self.flags: set[str] = set()
         self.keywords: set[str] = set()
         self.relocated = False
+        self.keep_in_inbox = False  # a rule copied it into INBOX
         self.delivered: list[tuple[str, str]] = []  # (folder, unique)
 
     def clean_component(self, value: str) -> str:
@@ -71,6 +72,9 @@ class Incoming:
         return [result] * len(refs)
 
     def copy(self, refs: list[MessageRef], dest: str) -> list[Result]:
+        if dest.upper() == "INBOX":  # the folder it arrives in: one copy there, at the end
+            self.keep_in_inbox = True
+            return [None] * len(refs)
         return [self._write(dest)] * len(refs)
 
     def delete(self, refs: list[MessageRef], expunge: bool) -> list[Result]:
@@ -87,8 +91,9 @@ class Incoming:
         return [None] * len(refs)
 
     def finish(self) -> None:
-        """Deliver into INBOX unless a rule already put the message somewhere."""
-        if not self.relocated:
+        """Deliver into INBOX unless a rule put the message somewhere else (and did not
+        also copy it into INBOX), with the flags the rules gave it."""
+        if not self.relocated or self.keep_in_inbox:
             self._write_into("INBOX")
 
     def close(self) -> None:

@@ -56,6 +56,7 @@ NAME_MAX = 255  # bytes in one file or directory name, on every common filesyste
 COMPONENT_MAX = 120  # bytes a template value may take in a folder name, as stored
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _READ_CHUNK = 64 * 1024
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class FolderNameError(FolderError):
@@ -186,15 +187,26 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_message(folder_dir: str, data: bytes, info: str = "", unique: str | None = None) -> str:
+def write_message(
+    folder_dir: str,
+    data: bytes,
+    info: str = "",
+    unique: str | None = None,
+    *,
+    seen_before: bool = False,
+) -> str:
     """Deliver bytes into a Maildir folder: tmp/, fsync, link into new/ or cur/, fsync.
 
-    Returns the unique name. If a file with that unique name is already there (a retry
-    after a crash), it is kept and nothing is written twice.
+    A message with flags (or ``seen_before``: one that was in a ``cur/``) goes into
+    ``cur/``. Returns the unique name. If a file with that name and the same content is
+    already there (a retry after a crash), it is kept and nothing is written twice; if
+    another message has that name, FileExistsError when ``unique`` was given, else a
+    fresh name is taken.
     """
     chosen = unique
     unique = unique or new_unique(len(data))
-    sub, name = ("cur", f"{unique}:2,{info}") if info else ("new", unique)
+    in_cur = bool(info) or seen_before
+    sub, name = ("cur", f"{unique}:2,{info}") if in_cur else ("new", unique)
     tmp = os.path.join(folder_dir, "tmp", unique)
     final = os.path.join(folder_dir, sub, name)
     fd = _create_tmp(tmp)
@@ -216,7 +228,7 @@ def write_message(folder_dir: str, data: bytes, info: str = "", unique: str | No
             os.unlink(tmp)
             if chosen is not None:
                 raise
-            return write_message(folder_dir, data, info)
+            return write_message(folder_dir, data, info, seen_before=seen_before)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -320,8 +332,8 @@ class Maildir:
             self._inside.discard(path)
             self._within_tree(name, path)
             if self.layout == "maildir++" and path != self.root:
-                with open(os.path.join(path, "maildirfolder"), "a"):
-                    pass
+                marker = os.path.join(path, "maildirfolder")
+                os.close(os.open(marker, _CREATE | os.O_NONBLOCK | os.O_APPEND, 0o600))
             fsync_dir(os.path.dirname(path))
         except OSError as exc:
             lasting = exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ)
@@ -477,13 +489,13 @@ class Maildir:
     def _keyword_table(self, folder: str) -> dict[int, str]:
         table: dict[int, str] = {}
         try:
-            with open(os.path.join(self.folder_dir(folder), "dovecot-keywords")) as f:
-                for line in f:
-                    num, _, name = line.rstrip("\n").partition(" ")
-                    if num.isdigit() and name:
-                        table[int(num)] = name
+            data = read_file(os.path.join(self.folder_dir(folder), "dovecot-keywords"))
         except OSError:
-            pass
+            return table
+        for line in data.decode("utf-8", "replace").splitlines():
+            num, _, name = line.partition(" ")
+            if num.isdigit() and name:
+                table[int(num)] = name
         return table
 
     def _keywords_of(self, folder: str, info: str) -> frozenset[str]:
@@ -506,7 +518,9 @@ class Maildir:
                 by_name[word] = num
             path = os.path.join(self.folder_dir(folder), "dovecot-keywords")
             tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # an earlier run's, with the same pid
+            with os.fdopen(os.open(tmp, _CREATE | os.O_EXCL, 0o600), "w") as f:
                 f.writelines(f"{num} {name}\n" for num, name in sorted(table.items()))
                 f.flush()
                 os.fsync(f.fileno())
@@ -580,7 +594,8 @@ class Maildir:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                 raise
             try:
-                write_message(dest_dir, read_file(src), info if sub == "cur" else "", unique)
+                data = read_file(src)
+                write_message(dest_dir, data, info, unique, seen_before=sub == "cur")
             except FileExistsError:
                 return None
         failpoints.reached()
