@@ -372,3 +372,29 @@ def test_deliver_with_a_copy_into_inbox_writes_it_once(maildir, write_config, ru
     moved = write_config("- {name: keep, then: [{copy: INBOX}, {move: Work}]}\n", name="m.yaml")
     assert run_cli("deliver", "-c", str(moved), input=msg(2)).returncode == 0
     assert bodies(maildir) == [msg(1), msg(2)] and bodies(maildir, "Work") == [msg(2)]
+
+
+def test_fs_layout_folders_never_take_the_name_of_a_maildir_file(maildir, write_config, run_cli):
+    (maildir.root / "dovecot-uidlist").write_text("3 V1 N1\n")
+    maildir.add(subject="dovecot-uidlist")
+    config = write_config("- {name: s, then: [{move: '{subject}'}]}\n", "layout: fs\n")
+    result = run(run_cli, config, "--all")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (maildir.root / "dovecot-uidlist").read_text() == "3 V1 N1\n"
+    assert len(list((maildir.root / "dovecot-uidlist_" / "new").iterdir())) == 1
+
+
+def test_a_symlink_swapped_in_after_listing_is_not_linked_through(maildir, tmp_path):
+    """Moves link the directory entry itself, never what a symlink points to."""
+    from mailrules.sources.base import MessageRef
+    from mailrules.sources.maildir import Maildir
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"Subject: secret\n\nx\n")
+    path = maildir.root / "new" / "1700000001.M1P1.host"
+    path.symlink_to(secret)
+    box = Maildir(str(maildir.root))
+    ref = MessageRef("INBOX", "1700000001.M1P1.host", str(path))
+    box.move([ref], "Archive")
+    assert all(p.is_symlink() for p in maildir.files("Archive"))
+    assert secret.stat().st_nlink == 1

@@ -52,6 +52,9 @@ _SIZE_FIELD = re.compile(r",([SW])=(\d+)")
 _counter = 0
 _counter_lock = threading.Lock()
 SUBDIRS = ("cur", "new", "tmp")
+# Files a Maildir keeps next to its folders: in the fs layout a folder must not take
+# their names (Dovecot's, Courier's, and the Maildir++ marker).
+_OWN_FILES = re.compile(r"(?:dovecot|courier)[-.a-z0-9]*|maildirfolder|subscriptions", re.I)
 NAME_MAX = 255  # bytes in one file or directory name, on every common filesystem
 COMPONENT_MAX = 120  # bytes a template value may take in a folder name, as stored
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -138,7 +141,9 @@ def clean_component(value: str, layout: str) -> str:
     ``/`` (and in Maildir++ ``.``) and control characters become ``_``; surrounding
     space is stripped; a value longer than COMPONENT_MAX bytes as stored (modified
     UTF-7) is cut to fit; in the ``fs`` layout a value ``cur``, ``new`` or ``tmp`` gets a
-    ``_`` appended, so that it never names a Maildir's own subdirectory.
+    ``_`` appended, so that it never names a Maildir's own subdirectory, and so does a
+    value that names one of the files a Maildir keeps (``dovecot*``, ``courier*``,
+    ``maildirfolder``, ``subscriptions``).
     """
     value = _CONTROL.sub("_", value.replace("/", "_"))
     if layout == "maildir++":
@@ -149,7 +154,7 @@ def clean_component(value: str, layout: str) -> str:
         while len(mutf7.encode(value[:keep])) > COMPONENT_MAX:
             keep -= 1
         value = value[:keep].rstrip()
-    if layout == "fs" and value in SUBDIRS:
+    if layout == "fs" and (value in SUBDIRS or _OWN_FILES.fullmatch(value)):
         value += "_"
     return value if value not in ("", ".", "..") else "_"
 
@@ -286,6 +291,11 @@ class Maildir:
                     f"folder name {name!r}: {part!r} is a Maildir's own subdirectory "
                     "(cur, new, tmp), where no mail reader would see the folder; rename it"
                 )
+            if self.layout == "fs" and _OWN_FILES.fullmatch(part):
+                return (
+                    f"folder name {name!r}: {part!r} is the name of a file Maildir "
+                    "programs keep next to the folders; rename it"
+                )
         encoded = [len(mutf7.encode(p).encode()) for p in parts]
         longest = 1 + sum(encoded) + len(parts) - 1 if self.layout == "maildir++" else max(encoded)
         if longest > NAME_MAX:
@@ -336,7 +346,8 @@ class Maildir:
                 os.close(os.open(marker, _CREATE | os.O_NONBLOCK | os.O_APPEND, 0o600))
             fsync_dir(os.path.dirname(path))
         except OSError as exc:
-            lasting = exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ)
+            # Too long, not valid on this filesystem, or a file already has the name.
+            lasting = exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ, errno.EEXIST, errno.ENOTDIR)
             error = FolderNameError if lasting else FolderError
             raise error(f"cannot create folder {name!r} at {path}: {exc.strerror}") from None
         log.info("created folder %s at %s", name, path)
@@ -587,7 +598,7 @@ class Maildir:
         or None when another message already has that name."""
         target = os.path.join(dest_dir, sub, f"{unique}:2,{info}" if sub == "cur" else unique)
         try:
-            os.link(src, target)
+            os.link(src, target, follow_symlinks=False)
         except FileExistsError:
             return target if same_content(src, target) else None
         except OSError as exc:
@@ -744,7 +755,7 @@ def _rename_noreplace(src: str, cur: str, unique: str, letters: str) -> str:
     for name in _candidates(unique, src):
         target = os.path.join(cur, f"{name}:2,{letters}")
         try:
-            os.link(src, target)
+            os.link(src, target, follow_symlinks=False)
         except FileExistsError:
             if not same_content(src, target):
                 continue
