@@ -449,22 +449,28 @@ class Maildir:
         self, refs: list[MessageRef], needs: frozenset[str]
     ) -> Iterator[tuple[MessageRef, MessageView]]:
         for ref in refs:
+            view = self._view_or_skip(ref, needs)
+            if view is not None:
+                yield ref, view
+
+    def _view_or_skip(self, ref: MessageRef, needs: frozenset[str]) -> MessageView | None:
+        """The message's view; None (logged) when it cannot be read: one unreadable file
+        never stops the others."""
+        try:
             try:
-                view = self._view(ref, needs)
+                return self._view(ref, needs)
             except FileNotFoundError:
                 moved = self._find(ref)
                 if moved is None:
                     log.info("%s: %s vanished before it was read; skipped", ref.folder, ref.uid)
-                    continue
+                    return None
                 ref.location = moved
-                view = self._view(ref, needs)
-            except NotRegularFile as exc:
-                log.warning("%s: skipped %s: %s", ref.folder, ref.location, exc.strerror)
-                continue
-            except OSError as exc:
-                log.error("%s: cannot read %s: %s", ref.folder, ref.location, exc.strerror)
-                continue
-            yield ref, view
+                return self._view(ref, needs)
+        except NotRegularFile as exc:
+            log.warning("%s: skipped %s: %s", ref.folder, ref.location, exc.strerror)
+        except OSError as exc:
+            log.error("%s: cannot read %s: %s", ref.folder, ref.location, exc.strerror)
+        return None
 
     def _view(self, ref: MessageRef, needs: frozenset[str]) -> MessageView:
         block, mtime = read_head(ref.location)
