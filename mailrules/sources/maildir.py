@@ -70,8 +70,9 @@ class NotRegularFile(OSError):
     """A directory entry that is not a plain file (a FIFO, device or symlink)."""
 
 
-def open_regular(path: str) -> BinaryIO:
-    """Open a message file for reading: never through a symlink, never blocking on a FIFO."""
+def _open_fd(path: str) -> tuple[int, os.stat_result]:
+    """A read descriptor on a regular file, and its stat: never through a symlink, never
+    blocking on a FIFO (O_NOFOLLOW, O_NONBLOCK, then fstat)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -79,28 +80,36 @@ def open_regular(path: str) -> BinaryIO:
             raise NotRegularFile(errno.ELOOP, "a symbolic link, not followed", path) from None
         raise
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise NotRegularFile(errno.EINVAL, "not a regular file", path)
     except BaseException:
         os.close(fd)
         raise
-    return os.fdopen(fd, "rb")
+    return fd, st
+
+
+def open_regular(path: str) -> BinaryIO:
+    """Open a message file for reading: never through a symlink, never blocking on a FIFO."""
+    return os.fdopen(_open_fd(path)[0], "rb")
 
 
 def read_head(path: str) -> tuple[bytes, float]:
     """The header block of a message file and its modification time, in one open."""
-    with open_regular(path) as f:
-        mtime = os.fstat(f.fileno()).st_mtime
-        data = f.read(_READ_CHUNK)
+    fd, st = _open_fd(path)
+    try:
+        data = os.read(fd, _READ_CHUNK)
         while len(data) < MAX_HEADER_BYTES:
             block, body_at = split_header_block(data)
             if body_at is not None:
-                return block, mtime
-            more = f.read(max(_READ_CHUNK, len(data)))
+                return block, st.st_mtime
+            more = os.read(fd, max(_READ_CHUNK, len(data)))
             if not more:
-                return data, mtime
+                return data, st.st_mtime
             data += more
-    return split_header_block(data[:MAX_HEADER_BYTES])[0], mtime
+    finally:
+        os.close(fd)
+    return split_header_block(data[:MAX_HEADER_BYTES])[0], st.st_mtime
 
 
 def read_file(path: str) -> bytes:
@@ -346,8 +355,9 @@ class Maildir:
                 os.close(os.open(marker, _CREATE | os.O_NONBLOCK | os.O_APPEND, 0o600))
             fsync_dir(os.path.dirname(path))
         except OSError as exc:
-            # Too long, not valid on this filesystem, or a file already has the name.
-            lasting = exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ, errno.EEXIST, errno.ENOTDIR)
+            # Too long, or not valid on this filesystem. (A file in the folder's place
+            # is the user's to remove: that failure is tried again.)
+            lasting = exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ)
             error = FolderNameError if lasting else FolderError
             raise error(f"cannot create folder {name!r} at {path}: {exc.strerror}") from None
         log.info("created folder %s at %s", name, path)
