@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -28,8 +29,9 @@ from mailrules.sources.incoming import Incoming
 from mailrules.state import AuditRow, Seen, State
 
 log = logging.getLogger(__name__)
-EX_OK, EX_TEMPFAIL = 0, 75
+EX_OK, EX_CANTCREAT, EX_TEMPFAIL = 0, 73, 75
 NOTIFY_BUDGET = 10.0  # seconds the MTA waits for notifications after delivery
+RUN_BUDGET = 60.0  # seconds for all `run` commands after delivery, each within its timeout
 
 
 def deliver(
@@ -70,13 +72,18 @@ def deliver(
         execute(incoming, [item])
         if item.failed:
             errors = "; ".join(r for _, r in item.results if r)
+            if item.permanent:  # a retry would fail the same way: say so to the MTA
+                log.error("deliver: %s; the MTA will return the message", errors)
+                return EX_CANTCREAT
             log.error("deliver: %s; the MTA will retry", errors)
             return EX_TEMPFAIL
         incoming.finish()
     except (OSError, MailrulesError) as exc:
         log.error("deliver: cannot write the message: %s; the MTA will retry", exc)
         return EX_TEMPFAIL
-    after = Item(ref, view, later_steps)
+    # The MTA kills an MDA that takes too long and delivers again later: every command
+    # after delivery shares one budget, well below any MTA's limit (Postfix: 1000 s).
+    after = Item(ref, view, later_steps, deadline=time.monotonic() + RUN_BUDGET)
     execute(incoming, [after])
     for step, result in after.results:
         if result:

@@ -9,6 +9,7 @@ fails gets no further steps and stays where that step left it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,8 +25,8 @@ from mailrules.rules.actions import (
     RunAction,
 )
 from mailrules.rules.engine import Step
-from mailrules.sources.base import Mailbox, MessageRef, Result
-from mailrules.sources.maildir import Maildir, write_message
+from mailrules.sources.base import Mailbox, MessageRef, Permanent, Result
+from mailrules.sources.maildir import FolderNameError, Maildir, write_message
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Item:
     steps: list[Step]
     results: list[tuple[Step, Result]] = field(default_factory=list)
     outbox: list[Notification] = field(default_factory=list)  # recorded with the message
+    deadline: float | None = None  # time.monotonic() by which its commands must be done
 
     @property
     def failed(self) -> bool:
@@ -47,6 +49,12 @@ class Item:
     @property
     def ok(self) -> bool:
         return not self.failed and len(self.results) == len(self.steps)
+
+    @property
+    def permanent(self) -> bool:
+        """It failed, and no retry can change that: record it once, do not retry."""
+        failures = [result for _, result in self.results if result is not None]
+        return bool(failures) and all(isinstance(r, Permanent) for r in failures)
 
 
 Apply = Callable[[Mailbox, Step, list[Item]], list[Result]]
@@ -81,6 +89,8 @@ def _deliver(box: Mailbox, step: Step, items: list[Item]) -> list[Result]:
             folder_dir = target.ensure_folder(step.args[1] or "INBOX")
             write_message(folder_dir, item.view.raw())
             results.append(None)
+        except FolderNameError as exc:
+            results.append(Permanent(f"cannot deliver to {step.args[0]}: {exc}"))
         except Exception as exc:  # one failed delivery must not stop the others
             results.append(f"cannot deliver to {step.args[0]}: {exc}")
     return results
@@ -96,8 +106,14 @@ def _run(box: Mailbox, step: Step, items: list[Item]) -> list[Result]:
             "MAILRULES_FOLDER": item.ref.folder,
             "MAILRULES_MESSAGE_ID": item.view.message_id,
         }
+        timeout = act.timeout
+        if item.deadline is not None:
+            timeout = min(timeout, item.deadline - time.monotonic())
+            if timeout <= 0:
+                results.append("not run: the time allowed for commands after delivery is used up")
+                continue
         try:
-            done = run_command(list(step.args), item.view.raw(), act.timeout, env)
+            done = run_command(list(step.args), item.view.raw(), timeout, env)
         except (CommandFailed, OSError) as exc:
             results.append(str(exc))
             continue

@@ -429,7 +429,7 @@ class FolderRun:
         if settle is not None:
             settle(items, unplanned)
         self._record(items, unplanned, self.validity)
-        return [item.ref.uid for item in items if not item.ok]
+        return [item.ref.uid for item in items if not item.ok and not item.permanent]
 
     def _record(
         self, items: list[Item], unplanned: list[tuple[MessageRef, Summary]], validity: str
@@ -470,9 +470,9 @@ class FolderRun:
                 self._event(
                     ref, view, step.rule, step.describe(), "skipped: an earlier step failed"
                 )
-            if not item.ok:
-                continue
-            relocated = any(s.action.relocates for s in item.steps)
+            if not item.ok and not item.permanent:
+                continue  # tried again on the next run
+            relocated = any(s.action.relocates and r is None for s, r in item.results)
             (forget if relocated else seen)[self.folder].append(
                 ref.uid if relocated else Seen(ref.uid, view.message_id)  # type: ignore[arg-type]
             )

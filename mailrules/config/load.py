@@ -10,6 +10,7 @@ Every problem is collected and raised together as one ConfigError, each as
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import typing
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from mailrules.notify.config import Notifier
 
 MAX_CONFIG_BYTES = 4 << 20  # a real config is a few KiB
+log = logging.getLogger(__name__)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -484,6 +486,12 @@ def _server_ok(
         check.error(base, f"{where}: missing required key 'username'")
 
 
+def _same_folder(name: str, folders: list[str]) -> bool:
+    if name.upper() == "INBOX":
+        return any(f.upper() == "INBOX" for f in folders)
+    return name in folders
+
+
 def _rule(raw: Any, path: Path, check: Checker, accounts: dict[str, Account]) -> Rule | None:
     model = _pydantic(RuleModel, raw, path, check)
     if model is None:
@@ -529,4 +537,13 @@ def _rule(raw: Any, path: Path, check: Checker, accounts: dict[str, Account]) ->
                 problem = box.check_folder_name(act.folder.text)
                 if problem:
                     check.error(at, f"{check.where(path)}.then[{i}]: {problem}")
+                read = model.folders if model.folders is not None else account.settings.folders
+                if act.name == "copy" and _same_folder(act.folder.text, read):
+                    mark = check.doc.mark(at)
+                    log.warning(
+                        "%s:%d:%d: %s.then[%d]: copies into %s, the folder it reads: a copy "
+                        "there would be new mail on the next run; Maildir accounts skip it",
+                        check.doc.path, mark.line, mark.col, check.where(path), i,
+                        act.folder.text,
+                    )  # fmt: skip
     return Rule(model.name, condition, actions, model.accounts, model.folders, model.enabled)

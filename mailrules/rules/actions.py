@@ -11,6 +11,8 @@ Actions that need the source to support something (moving, flags) name it in
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +56,13 @@ class DeliverAction(Action):
     path: Template | None = None
     folder: Template | None = None
     reads_message: bool = True
+
+    @staticmethod
+    def clean_target_folder(value: str) -> str:
+        """Template values in the folder, cleaned for the target (a Maildir++ tree)."""
+        from mailrules.sources.maildir import clean_component
+
+        return clean_component(value, "maildir++")
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,28 @@ def parse_template(value: Any, path: Path, check: Checker, what: str) -> Templat
     except TemplateError as exc:
         check.error(path, f"{check.where(path)}: {exc}")
         return None
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand_path(value: str, path: Path, check: Checker) -> str | None:
+    """``~`` and ``${VAR}`` / ``$VAR`` expanded, as for an account's ``maildir``; a
+    variable that is not set is a config error. Relative paths are made absolute."""
+    missing: list[str] = []
+
+    def sub(found: re.Match[str]) -> str:
+        name = found.group(1) or found.group(2)
+        if name not in os.environ:
+            missing.append(name)
+            return ""
+        return os.environ[name].replace("{", "{{").replace("}", "}}")
+
+    expanded = os.path.expanduser(_VAR.sub(sub, value))
+    if missing:
+        check.error(path, f"{check.where(path)}: environment variable {missing[0]} is not set")
+        return None
+    return os.path.abspath(expanded) if expanded else expanded
 
 
 def parse_actions(value: Any, path: Path, check: Checker) -> list[Action] | None:
@@ -305,6 +336,10 @@ def _deliver(value: Any, path: Path, check: Checker) -> Action | None:
             folder_t = parse_template(spec["folder"], (*path, "folder"), check, "a folder name")
             if folder_t is None:
                 return None
+    if isinstance(path_value, str):
+        path_value = expand_path(path_value, path_at, check)
+        if path_value is None:
+            return None
     target = parse_template(path_value, path_at, check, "a Maildir path")
     if target is None:
         return None

@@ -158,7 +158,9 @@ def _render(
     if isinstance(act, FolderAction) and act.folder is not None:
         return (act.folder.render(msg, context, captures, clean_folder),)
     if isinstance(act, DeliverAction) and act.path is not None:
-        folder = act.folder.render(msg, context, captures, clean_folder) if act.folder else ""
+        # The folder is in the target Maildir: its layout's rules clean the values.
+        clean_target = act.clean_target_folder
+        folder = act.folder.render(msg, context, captures, clean_target) if act.folder else ""
         return (act.path.render(msg, context, captures, clean_folder), folder)
     if isinstance(act, RunAction):
         return tuple(t.render(msg, context, captures) for t in act.argv)

@@ -17,6 +17,15 @@ from mailrules.message import MessageView
 Result = str | None  # None: done; text: why it failed
 
 
+class Permanent(str):
+    """A failed action's result that no retry can change (a folder name that can never
+    exist on this mailbox). The message is recorded as handled, its failure kept in the
+    audit log, and it is not tried again on every run."""
+
+    def __new__(cls, text: str) -> Permanent:
+        return super().__new__(cls, f"{text} (permanent: not retried)")
+
+
 @dataclass(slots=True)
 class MessageRef:
     """One message in one folder. ``uid`` is stable for as long as it stays there.

@@ -13,8 +13,14 @@ from collections.abc import Iterator
 
 from mailrules.errors import MailrulesError
 from mailrules.message import MessageView
-from mailrules.sources.base import Listing, MessageRef, Result
-from mailrules.sources.maildir import FLAG_LETTERS, Maildir, split_name, write_message
+from mailrules.sources.base import Listing, MessageRef, Permanent, Result
+from mailrules.sources.maildir import (
+    FLAG_LETTERS,
+    FolderNameError,
+    Maildir,
+    split_name,
+    write_message,
+)
 
 
 class Incoming:
@@ -26,6 +32,7 @@ class Incoming:
         self.flags: set[str] = set()
         self.keywords: set[str] = set()
         self.relocated = False
+        self.keep_in_inbox = False  # a rule copied it into INBOX
         self.delivered: list[tuple[str, str]] = []  # (folder, unique)
 
     def clean_component(self, value: str) -> str:
@@ -46,7 +53,8 @@ class Incoming:
         try:
             self._write_into(folder)
         except (OSError, MailrulesError) as exc:
-            return f"cannot deliver into {folder!r}: {getattr(exc, 'strerror', None) or exc}"
+            text = f"cannot deliver into {folder!r}: {getattr(exc, 'strerror', None) or exc}"
+            return Permanent(text) if isinstance(exc, FolderNameError) else text
         return None
 
     def _write_into(self, folder: str) -> None:
@@ -64,6 +72,9 @@ class Incoming:
         return [result] * len(refs)
 
     def copy(self, refs: list[MessageRef], dest: str) -> list[Result]:
+        if dest.upper() == "INBOX":  # the folder it arrives in: one copy there, at the end
+            self.keep_in_inbox = True
+            return [None] * len(refs)
         return [self._write(dest)] * len(refs)
 
     def delete(self, refs: list[MessageRef], expunge: bool) -> list[Result]:
@@ -80,8 +91,9 @@ class Incoming:
         return [None] * len(refs)
 
     def finish(self) -> None:
-        """Deliver into INBOX unless a rule already put the message somewhere."""
-        if not self.relocated:
+        """Deliver into INBOX unless a rule put the message somewhere else (and did not
+        also copy it into INBOX), with the flags the rules gave it."""
+        if not self.relocated or self.keep_in_inbox:
             self._write_into("INBOX")
 
     def close(self) -> None:

@@ -10,6 +10,15 @@ rename. New files are written in ``tmp/``, fsynced, then linked into ``new/`` or
 Folder layouts: ``maildir++`` (Dovecot's and Courier's default: ``Work/Clients`` is
 ``.Work.Clients``) and ``fs`` (``Work/Clients`` is ``Work/Clients/``, as mbsync's
 ``SubFolders Verbatim``). Non-ASCII names are stored in modified UTF-7, as Dovecot does.
+
+A name is never trusted alone: two different messages can share a unique name (mail
+imported by a tool that numbers per folder, or copied with ``cp``). Before a file with
+the wanted name is taken as "the earlier copy", its content is compared (size, then
+SHA-256); a different message there makes the new one take another name. Nothing is
+ever renamed onto an existing file: links fail on an existing name, and renames are
+link-then-unlink. Only regular files are read (``O_NOFOLLOW``, then ``fstat``): a FIFO,
+device or symlink in ``new/`` or ``cur/`` is skipped with a warning, and a folder that
+is a link to somewhere outside the tree is refused.
 """
 
 from __future__ import annotations
@@ -21,16 +30,18 @@ import logging
 import os
 import re
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import BinaryIO
 
 from mailrules import failpoints
 from mailrules.errors import FolderError, SourceError
-from mailrules.message import MessageView, read_head
+from mailrules.message import MAX_HEADER_BYTES, MessageView, split_header_block
 from mailrules.sources import mutf7
-from mailrules.sources.base import Known, Listing, MessageRef, Result, Scan
+from mailrules.sources.base import Known, Listing, MessageRef, Permanent, Result, Scan
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +51,121 @@ LETTER_FLAGS = {v: k for k, v in FLAG_LETTERS.items()}
 _SIZE_FIELD = re.compile(r",([SW])=(\d+)")
 _counter = 0
 _counter_lock = threading.Lock()
+SUBDIRS = ("cur", "new", "tmp")
+# Files a Maildir keeps next to its folders: in the fs layout a folder must not take
+# their names (Dovecot's, Courier's, and the Maildir++ marker).
+_OWN_FILES = re.compile(r"(?:dovecot|courier)[-.a-z0-9]*|maildirfolder|subscriptions", re.I)
+NAME_MAX = 255  # bytes in one file or directory name, on every common filesystem
+COMPONENT_MAX = 120  # bytes a template value may take in a folder name, as stored
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_READ_CHUNK = 64 * 1024
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class FolderNameError(FolderError):
+    """A folder name that can never exist in this Maildir: retrying cannot help."""
+
+
+class NotRegularFile(OSError):
+    """A directory entry that is not a plain file (a FIFO, device or symlink)."""
+
+
+def _open_fd(path: str) -> tuple[int, os.stat_result]:
+    """A read descriptor on a regular file, and its stat: never through a symlink, never
+    blocking on a FIFO (O_NOFOLLOW, O_NONBLOCK, then fstat)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFile(errno.ELOOP, "a symbolic link, not followed", path) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def open_regular(path: str) -> BinaryIO:
+    """Open a message file for reading: never through a symlink, never blocking on a FIFO."""
+    return os.fdopen(_open_fd(path)[0], "rb")
+
+
+def read_head(path: str) -> tuple[bytes, float]:
+    """The header block of a message file and its modification time, in one open."""
+    fd, st = _open_fd(path)
+    try:
+        data = os.read(fd, _READ_CHUNK)
+        while len(data) < MAX_HEADER_BYTES:
+            block, body_at = split_header_block(data)
+            if body_at is not None:
+                return block, st.st_mtime
+            more = os.read(fd, max(_READ_CHUNK, len(data)))
+            if not more:
+                return data, st.st_mtime
+            data += more
+    finally:
+        os.close(fd)
+    return split_header_block(data[:MAX_HEADER_BYTES])[0], st.st_mtime
+
+
+def read_file(path: str) -> bytes:
+    with open_regular(path) as f:
+        return f.read()
+
+
+def _digest(path: str) -> str:
+    with open_regular(path) as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def same_content(a: str, b: str) -> bool:
+    """Whether two message files hold the same message: the same file, or equal bytes."""
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+        if not (stat.S_ISREG(sa.st_mode) and stat.S_ISREG(sb.st_mode)):
+            return False
+        if (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino):
+            return True
+        return sa.st_size == sb.st_size and _digest(a) == _digest(b)
+    except OSError:
+        return False
+
+
+def _other_names(unique: str, src: str) -> Iterator[str]:
+    """Names to try when ``unique`` is taken by another message: first one derived from
+    the content (a retry after a crash finds it again), then fresh ones."""
+    base, comma, fields = unique.partition(",")
+    yield f"{base}.X{_digest(src)[:12]}{comma}{fields}"
+    for _ in range(3):
+        yield new_unique(os.lstat(src).st_size)
+
+
+def clean_component(value: str, layout: str) -> str:
+    """A template value made safe as (part of) one folder name component.
+
+    ``/`` (and in Maildir++ ``.``) and control characters become ``_``; surrounding
+    space is stripped; a value longer than COMPONENT_MAX bytes as stored (modified
+    UTF-7) is cut to fit; in the ``fs`` layout a value ``cur``, ``new`` or ``tmp`` gets a
+    ``_`` appended, so that it never names a Maildir's own subdirectory, and so does a
+    value that names one of the files a Maildir keeps (``dovecot*``, ``courier*``,
+    ``maildirfolder``, ``subscriptions``).
+    """
+    value = _CONTROL.sub("_", value.replace("/", "_"))
+    if layout == "maildir++":
+        value = value.replace(".", "_")
+    value = value.strip()
+    if len(value) > COMPONENT_MAX // 8 and len(mutf7.encode(value)) > COMPONENT_MAX:
+        keep = min(len(value), COMPONENT_MAX)
+        while len(mutf7.encode(value[:keep])) > COMPONENT_MAX:
+            keep -= 1
+        value = value[:keep].rstrip()
+    if layout == "fs" and (value in SUBDIRS or _OWN_FILES.fullmatch(value)):
+        value += "_"
+    return value if value not in ("", ".", "..") else "_"
 
 
 def split_name(filename: str) -> tuple[str, str]:
@@ -75,17 +201,29 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_message(folder_dir: str, data: bytes, info: str = "", unique: str | None = None) -> str:
+def write_message(
+    folder_dir: str,
+    data: bytes,
+    info: str = "",
+    unique: str | None = None,
+    *,
+    seen_before: bool = False,
+) -> str:
     """Deliver bytes into a Maildir folder: tmp/, fsync, link into new/ or cur/, fsync.
 
-    Returns the unique name. If a file with that unique name is already there (a retry
-    after a crash), it is kept and nothing is written twice.
+    A message with flags (or ``seen_before``: one that was in a ``cur/``) goes into
+    ``cur/``. Returns the unique name. If a file with that name and the same content is
+    already there (a retry after a crash), it is kept and nothing is written twice; if
+    another message has that name, FileExistsError when ``unique`` was given, else a
+    fresh name is taken.
     """
+    chosen = unique
     unique = unique or new_unique(len(data))
-    sub, name = ("cur", f"{unique}:2,{info}") if info else ("new", unique)
+    in_cur = bool(info) or seen_before
+    sub, name = ("cur", f"{unique}:2,{info}") if in_cur else ("new", unique)
     tmp = os.path.join(folder_dir, "tmp", unique)
     final = os.path.join(folder_dir, sub, name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = _create_tmp(tmp)
     try:
         view = memoryview(data)
         while view:
@@ -100,12 +238,31 @@ def write_message(folder_dir: str, data: bytes, info: str = "", unique: str | No
     try:
         os.link(tmp, final)
     except FileExistsError:
-        pass
+        if not same_content(tmp, final):  # another message has that name
+            os.unlink(tmp)
+            if chosen is not None:
+                raise
+            return write_message(folder_dir, data, info, seen_before=seen_before)
     finally:
-        os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
     fsync_dir(os.path.join(folder_dir, sub))
     failpoints.reached()
     return unique
+
+
+def _create_tmp(tmp: str) -> int:
+    """Create ``tmp/<unique>``. A file already there is a leftover of an earlier attempt
+    at this very message that was killed before it finished: it is replaced."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(tmp, flags, 0o600)
+    except FileExistsError:
+        if stat.S_ISDIR(os.lstat(tmp).st_mode):
+            raise
+        log.info("replacing %s, left behind by an interrupted earlier run", tmp)
+        os.unlink(tmp)
+        return os.open(tmp, flags, 0o600)
 
 
 class Maildir:
@@ -117,14 +274,12 @@ class Maildir:
         self.root = root
         self.layout = layout
         self.trash = trash
+        self._inside: set[str] = set()  # folder paths found to stay inside the tree
 
     # -- folders ------------------------------------------------------------------------
 
     def clean_component(self, value: str) -> str:
-        value = value.replace("/", "_").strip()
-        if self.layout == "maildir++":
-            value = value.replace(".", "_")
-        return value if value not in ("", ".", "..") else "_"
+        return clean_component(value, self.layout)
 
     def check_folder_name(self, name: str) -> str | None:
         if name.upper() == "INBOX":
@@ -138,8 +293,25 @@ class Maildir:
                     f"folder name {name!r}: Maildir++ uses '.' to separate folders; "
                     "write 'A/B' for a subfolder, or use '_'"
                 )
-            if any(ord(c) < 0x20 for c in part):
+            if _CONTROL.search(part):
                 return f"folder name {name!r} contains control characters"
+            if self.layout == "fs" and part in SUBDIRS:
+                return (
+                    f"folder name {name!r}: {part!r} is a Maildir's own subdirectory "
+                    "(cur, new, tmp), where no mail reader would see the folder; rename it"
+                )
+            if self.layout == "fs" and _OWN_FILES.fullmatch(part):
+                return (
+                    f"folder name {name!r}: {part!r} is the name of a file Maildir "
+                    "programs keep next to the folders; rename it"
+                )
+        encoded = [len(mutf7.encode(p).encode()) for p in parts]
+        longest = 1 + sum(encoded) + len(parts) - 1 if self.layout == "maildir++" else max(encoded)
+        if longest > NAME_MAX:
+            return (
+                f"folder name {name[:60]!r}... is too long: {longest} bytes on disk, "
+                f"at most {NAME_MAX} in one directory name"
+            )
         return None
 
     def folder_dir(self, name: str) -> str:
@@ -147,25 +319,47 @@ class Maildir:
             return self.root
         problem = self.check_folder_name(name)
         if problem:
-            raise FolderError(problem)
+            raise FolderNameError(problem)
         parts = [mutf7.encode(p) for p in name.split("/")]
         if self.layout == "maildir++":
             return os.path.join(self.root, "." + ".".join(parts))
         return os.path.join(self.root, *parts)
 
+    def _within_tree(self, name: str, path: str) -> None:
+        """Refuse a folder (or its cur/new/tmp) that is a link to outside the tree."""
+        if path in self._inside:
+            return
+        root = os.path.realpath(self.root)
+        for sub in ("", *SUBDIRS):
+            real = os.path.realpath(os.path.join(path, sub))
+            if real != root and not real.startswith(root + os.sep):
+                raise FolderError(
+                    f"folder {name!r} at {os.path.join(path, sub)} leads outside the Maildir "
+                    f"{self.root} (to {real}); links out of the tree are not followed"
+                )
+        self._inside.add(path)
+
     def ensure_folder(self, name: str) -> str:
         path = self.folder_dir(name)
         if os.path.isdir(os.path.join(path, "cur")):
+            self._within_tree(name, path)
             return path
+        self._within_tree(name, path)
         try:
             for sub in ("tmp", "new", "cur"):
                 os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
+            self._inside.discard(path)
+            self._within_tree(name, path)
             if self.layout == "maildir++" and path != self.root:
-                with open(os.path.join(path, "maildirfolder"), "a"):
-                    pass
+                marker = os.path.join(path, "maildirfolder")
+                os.close(os.open(marker, _CREATE | os.O_NONBLOCK | os.O_APPEND, 0o600))
             fsync_dir(os.path.dirname(path))
         except OSError as exc:
-            raise FolderError(f"cannot create folder {name!r} at {path}: {exc.strerror}") from None
+            # Too long, or not valid on this filesystem. (A file in the folder's place
+            # is the user's to remove: that failure is tried again.)
+            lasting = exc.errno in (errno.ENAMETOOLONG, errno.EILSEQ)
+            error = FolderNameError if lasting else FolderError
+            raise error(f"cannot create folder {name!r} at {path}: {exc.strerror}") from None
         log.info("created folder %s at %s", name, path)
         return path
 
@@ -179,6 +373,7 @@ class Maildir:
                         entry.startswith(".")
                         and entry not in (".", "..")
                         and os.path.isdir(os.path.join(self.root, entry, "cur"))
+                        and not os.path.islink(os.path.join(self.root, entry))
                     ):
                         found.append("/".join(mutf7.decode(p) for p in entry[1:].split(".")))
             return found
@@ -201,12 +396,16 @@ class Maildir:
                 )
             log.warning("folder %s does not exist yet at %s; nothing to do", folder, path)
             return Listing(VALIDITY, {})
+        self._within_tree(folder, path)
         refs: dict[str, MessageRef] = {}
         for sub in ("new", "cur"):
             try:
                 with os.scandir(os.path.join(path, sub)) as entries:
                     for entry in entries:
                         if entry.name.startswith("."):
+                            continue
+                        if not entry.is_file(follow_symlinks=False):  # d_type: no syscall
+                            _skip(entry)
                             continue
                         unique = split_name(entry.name)[0]
                         refs.setdefault(unique, MessageRef(folder, unique, entry.path))
@@ -250,7 +449,9 @@ class Maildir:
         for sub in ("cur", "new"):
             with contextlib.suppress(OSError), os.scandir(os.path.join(path, sub)) as entries:
                 for entry in entries:
-                    if split_name(entry.name)[0] == ref.uid:
+                    if split_name(entry.name)[0] == ref.uid and entry.is_file(
+                        follow_symlinks=False
+                    ):
                         return entry.path
         return None
 
@@ -258,19 +459,28 @@ class Maildir:
         self, refs: list[MessageRef], needs: frozenset[str]
     ) -> Iterator[tuple[MessageRef, MessageView]]:
         for ref in refs:
+            view = self._view_or_skip(ref, needs)
+            if view is not None:
+                yield ref, view
+
+    def _view_or_skip(self, ref: MessageRef, needs: frozenset[str]) -> MessageView | None:
+        """The message's view; None (logged) when it cannot be read: one unreadable file
+        never stops the others."""
+        try:
             try:
-                view = self._view(ref, needs)
+                return self._view(ref, needs)
             except FileNotFoundError:
                 moved = self._find(ref)
                 if moved is None:
                     log.info("%s: %s vanished before it was read; skipped", ref.folder, ref.uid)
-                    continue
+                    return None
                 ref.location = moved
-                view = self._view(ref, needs)
-            except OSError as exc:
-                log.error("%s: cannot read %s: %s", ref.folder, ref.location, exc.strerror)
-                continue
-            yield ref, view
+                return self._view(ref, needs)
+        except NotRegularFile as exc:
+            log.warning("%s: skipped %s: %s", ref.folder, ref.location, exc.strerror)
+        except OSError as exc:
+            log.error("%s: cannot read %s: %s", ref.folder, ref.location, exc.strerror)
+        return None
 
     def _view(self, ref: MessageRef, needs: frozenset[str]) -> MessageView:
         block, mtime = read_head(ref.location)
@@ -293,28 +503,26 @@ class Maildir:
 
     def _read(self, ref: MessageRef) -> bytes:
         try:
-            with open(ref.location, "rb") as f:
-                return f.read()
+            return read_file(ref.location)
         except FileNotFoundError:
             moved = self._find(ref)
             if moved is None:
                 raise
             ref.location = moved
-            with open(moved, "rb") as f:
-                return f.read()
+            return read_file(moved)
 
     # -- keywords (Dovecot's dovecot-keywords file: "N name", letter a+N) ------------------
 
     def _keyword_table(self, folder: str) -> dict[int, str]:
         table: dict[int, str] = {}
         try:
-            with open(os.path.join(self.folder_dir(folder), "dovecot-keywords")) as f:
-                for line in f:
-                    num, _, name = line.rstrip("\n").partition(" ")
-                    if num.isdigit() and name:
-                        table[int(num)] = name
+            data = read_file(os.path.join(self.folder_dir(folder), "dovecot-keywords"))
         except OSError:
-            pass
+            return table
+        for line in data.decode("utf-8", "replace").splitlines():
+            num, _, name = line.partition(" ")
+            if num.isdigit() and name:
+                table[int(num)] = name
         return table
 
     def _keywords_of(self, folder: str, info: str) -> frozenset[str]:
@@ -337,7 +545,9 @@ class Maildir:
                 by_name[word] = num
             path = os.path.join(self.folder_dir(folder), "dovecot-keywords")
             tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # an earlier run's, with the same pid
+            with os.fdopen(os.open(tmp, _CREATE | os.O_EXCL, 0o600), "w") as f:
                 f.writelines(f"{num} {name}\n" for num, name in sorted(table.items()))
                 f.flush()
                 os.fsync(f.fileno())
@@ -374,32 +584,47 @@ class Maildir:
     def _place(self, ref: MessageRef, dest: str, unique: str, present: dict[str, str]) -> str:
         """Link (or copy) the message into folder ``dest`` as ``unique``; return the new path.
 
-        ``present`` lists the destination's messages: if ``unique`` is already there (an
-        earlier run put it there before a crash, perhaps with other flags), that file is
-        the result and nothing is added.
+        ``present`` lists the destination's messages: if ``unique`` is already there with
+        the same content (an earlier run put it there before a crash, perhaps with other
+        flags), that file is the result and nothing is added. A different message with
+        that name keeps it, and this one takes another name.
         """
-        if unique in present:
-            return present[unique]
         dest_dir = self.folder_dir(dest)
         src = self._resolve(ref)
         sub = os.path.basename(os.path.dirname(src))
         _, info = split_name(os.path.basename(src))
         if any("a" <= c <= "z" for c in info):
             info = self._translate_keywords(ref.folder, dest, info)
-        name = f"{unique}:2,{info}" if sub == "cur" else unique
-        target = os.path.join(dest_dir, sub, name)
+        for name in _candidates(unique, src):
+            existing = present.get(name)
+            if existing is not None:
+                if same_content(src, existing):
+                    with contextlib.suppress(OSError):  # left by a copy killed half-way
+                        os.unlink(os.path.join(dest_dir, "tmp", name))
+                    return existing
+                continue
+            placed = self._put(src, dest_dir, sub, name, info)
+            if placed is not None:
+                present[name] = placed
+                return placed
+        raise FolderError(f"no free file name for the message in {dest!r}")  # pragma: no cover
+
+    def _put(self, src: str, dest_dir: str, sub: str, unique: str, info: str) -> str | None:
+        """Link src into dest_dir/sub as unique (copy it across filesystems); the new path,
+        or None when another message already has that name."""
+        target = os.path.join(dest_dir, sub, f"{unique}:2,{info}" if sub == "cur" else unique)
         try:
-            os.link(src, target)
+            os.link(src, target, follow_symlinks=False)
         except FileExistsError:
-            if not os.path.samefile(src, target):
-                return self._place(ref, dest, new_unique(), present)
+            return target if same_content(src, target) else None
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                 raise
-            with open(src, "rb") as f:
-                data = f.read()
-            written = write_message(dest_dir, data, info if sub == "cur" else "", unique)
-            return os.path.join(dest_dir, sub, f"{written}:2,{info}" if sub == "cur" else written)
+            try:
+                data = read_file(src)
+                write_message(dest_dir, data, info, unique, seen_before=sub == "cur")
+            except FileExistsError:
+                return None
         failpoints.reached()
         return target
 
@@ -411,7 +636,7 @@ class Maildir:
                 results.append(None)
             except (OSError, SourceError) as exc:
                 text = getattr(exc, "strerror", None) or str(exc)
-                results.append(f"{text} ({ref.location})")
+                results.append(_failure(exc, f"{text} ({ref.location})"))
         return results
 
     def _sync(self, dirs: set[str]) -> None:
@@ -425,7 +650,7 @@ class Maildir:
         try:
             dest_dir = self.ensure_folder(dest)
         except FolderError as exc:
-            return [str(exc)] * len(refs)
+            return [_failure(exc, str(exc))] * len(refs)
         if os.path.realpath(dest_dir) == os.path.realpath(self.folder_dir(refs[0].folder)):
             return [None] * len(refs)
         placed: list[tuple[MessageRef, str, str]] = []
@@ -441,7 +666,7 @@ class Maildir:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(old)
             ref.location = new
-            ref.arrived_in[dest] = (ref.uid, VALIDITY)
+            ref.arrived_in[dest] = (split_name(os.path.basename(new))[0], VALIDITY)
             failpoints.reached()
         self._sync({os.path.dirname(old) for _, old, _ in placed})
         return results
@@ -450,9 +675,15 @@ class Maildir:
         if not refs:
             return []
         try:
-            present = self._uniques(self.ensure_folder(dest))
+            dest_dir = self.ensure_folder(dest)
         except FolderError as exc:
-            return [str(exc)] * len(refs)
+            return [_failure(exc, str(exc))] * len(refs)
+        source = refs[0].folder
+        if os.path.realpath(dest_dir) == os.path.realpath(self.folder_dir(source)):
+            # A copy next to itself would be new mail on the next run, copied again.
+            log.warning("copy into %s, the folder the message is in: nothing to do", dest)
+            return [None] * len(refs)
+        present = self._uniques(dest_dir)
         touched: set[str] = set()
 
         def one(ref: MessageRef) -> None:
@@ -503,17 +734,18 @@ class Maildir:
         except (OSError, FolderError) as exc:
             return [str(exc)] * len(refs)
         touched: set[str] = set()
+        cur = os.path.join(self.folder_dir(folder), "cur")
 
         def one(ref: MessageRef) -> None:
             src = self._resolve(ref)
             unique, info = split_name(os.path.basename(src))
             letters = "".join(sorted((set(info) | add_letters) - remove_letters))
-            target = os.path.join(self.folder_dir(folder), "cur", f"{unique}:2,{letters}")
-            if target == src:
+            if os.path.join(cur, f"{unique}:2,{letters}") == src:
                 return
-            os.rename(src, target)
+            target = _rename_noreplace(src, cur, unique, letters)
             ref.location = target
-            touched.update({os.path.dirname(src), os.path.dirname(target)})
+            ref.uid = split_name(os.path.basename(target))[0]
+            touched.update({os.path.dirname(src), cur})
             failpoints.reached()
 
         results = self._batch(refs, one)
@@ -522,3 +754,49 @@ class Maildir:
 
     def close(self) -> None:
         return None
+
+
+def _candidates(unique: str, src: str) -> Iterator[str]:
+    yield unique
+    yield from _other_names(unique, src)
+
+
+def _rename_noreplace(src: str, cur: str, unique: str, letters: str) -> str:
+    """Give a message new flags: link under the new name, then unlink the old one.
+
+    A link never replaces a file, so another message that already has the wanted name
+    keeps it and this one takes another unique name; the same message there (a rename
+    killed between the two steps) is simply the result.
+    """
+    for name in _candidates(unique, src):
+        target = os.path.join(cur, f"{name}:2,{letters}")
+        try:
+            os.link(src, target, follow_symlinks=False)
+        except FileExistsError:
+            if not same_content(src, target):
+                continue
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EMLINK, errno.EXDEV):
+                raise
+            if os.path.lexists(target):  # no hard links here: check, then rename
+                continue
+            os.rename(src, target)
+            return target
+        os.unlink(src)
+        return target
+    raise FileExistsError(errno.EEXIST, "no free file name for the message", src)
+
+
+def _failure(exc: Exception, text: str) -> Result:
+    """A failed action's result; permanent when retrying can never help."""
+    return Permanent(text) if isinstance(exc, FolderNameError) else text
+
+
+def _skip(entry: os.DirEntry[str]) -> None:
+    if entry.is_symlink():
+        what = "a symbolic link, not followed"
+    elif entry.is_dir(follow_symlinks=False):
+        what = "a directory"
+    else:
+        what = "not a regular file (a FIFO, socket or device)"
+    log.warning("skipped %s: %s", entry.path, what)
