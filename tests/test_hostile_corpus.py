@@ -77,6 +77,14 @@ def _html_tags() -> bytes:
     )
 
 
+def _html_unclosed() -> bytes:
+    html = b"<p>text</p>" + b"<!--" * 200_000 + b"<" * 400_000
+    return (
+        HEAD + b"Message-ID: <unclosed@hostile.example>\nSubject: unclosed\n"
+        b"Content-Type: text/html; charset=utf-8\n\n" + html + b"\n"
+    )
+
+
 def _address_flood() -> bytes:
     cc = b", ".join(b'"x%d, (y" <u%d@evil.example>' % (i, i) for i in range(20_000))
     return HEAD + b"Message-ID: <cc@hostile.example>\nSubject: cc\nCc: " + cc + b"\n\nx\n"
@@ -89,6 +97,7 @@ GENERATED: dict[str, Callable[[], bytes]] = {
     "many-mime-parts.eml": _many_parts,
     "encoded-word-flood.eml": _encoded_word_flood,
     "html-tag-flood.eml": _html_tags,
+    "html-unclosed-comments.eml": _html_unclosed,
     "address-flood.eml": _address_flood,
 }
 RULES = """\

@@ -362,3 +362,18 @@ def test_body_rules_see_the_first_mib_of_text(tmp_path: Path) -> None:
     _run(ws)
     assert _folders(ws) == {"<long@test.example>": "INBOX"}
     assert next(e for e in scan(ws.root)).flags == "F"
+
+
+def test_html_that_never_closes_is_read_in_linear_time(tmp_path: Path) -> None:
+    rules = "  - name: seen\n    when: {body: visible-word}\n    then: [{move: Seen}]\n" + RULES
+    ws = _ws(tmp_path, rules)
+    html = "<p>visible-word</p>" + "<!--" * 100_000 + "<" * 200_000 + "</" * 100_000
+    data = message("<html@test.example>", "html", body=html).replace(
+        b"Message-ID:", b"Content-Type: text/html; charset=utf-8\nMessage-ID:"
+    )
+    path = _with_normal(ws, "1700000001.M1P1Q1.html", data)
+    started = time.monotonic()
+    assert "[MATCH] seen: body contains 'visible-word'" in _explain(ws, path)
+    _run(ws, timeout=60)
+    assert time.monotonic() - started < 15  # each '<!--' rescanned the whole text: minutes
+    assert _folders(ws) == {"<html@test.example>": "Seen", "<normal@test.example>": "Normal"}

@@ -23,9 +23,10 @@ import re
 import re._constants as sre_constants  # the parser's own names for its nodes
 import re._parser as sre_parse  # only to warn about nested quantifiers
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import regex
+if TYPE_CHECKING:
+    import regex
 
 from mailrules.config.yaml_loader import Path
 from mailrules.message import Address
@@ -115,7 +116,9 @@ def make_test(op: str, pattern: str, case_sensitive: bool = False) -> TextTest:
     flags = 0 if case_sensitive else re.IGNORECASE
     if op == "regex":
         re.compile(pattern, flags)  # the stdlib's syntax and its error messages
-        try:  # matched by the regex module, for its timeout
+        import regex  # matched by the regex module, for its timeout; imported when needed
+
+        try:
             bounded = regex.compile(pattern, regex.IGNORECASE if flags else 0)
         except regex.error as exc:
             raise re.error(str(exc)) from None
