@@ -89,10 +89,15 @@ class Checker:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.problems: list[ConfigProblem] = []
+        self.warnings: list[ConfigProblem] = []  # valid, but probably not what was meant
 
     def error(self, path: Path, message: str, *, key: bool = False) -> None:
         mark = self.doc.mark(path, key=key)
         self.problems.append(ConfigProblem(self.doc.path, mark.line, mark.col, message))
+
+    def warn(self, path: Path, message: str) -> None:
+        mark = self.doc.mark(path)
+        self.warnings.append(ConfigProblem(self.doc.path, mark.line, mark.col, message))
 
     def where(self, path: Path) -> str:
         """A readable name for a path: rules[2].when.from."""
