@@ -145,6 +145,26 @@ def storable(text: str | None) -> str | None:
     return text
 
 
+_KEY_PREFIX = "\0utf8b:"  # keys that are not UTF-8 text, stored reversibly
+
+
+def key(uid: str) -> str:
+    """A uid (a Maildir file name, a UIDL) as stored: as it is when it is UTF-8 text; else
+    (a file name with raw bytes reads as surrogates) an escaped form ``unkey`` reverses,
+    so the next listing finds it seen."""
+    try:
+        uid.encode("utf-8")
+    except UnicodeEncodeError:
+        return _KEY_PREFIX + uid.encode("utf-8", "surrogatepass").hex()
+    return uid
+
+
+def unkey(stored: str) -> str:
+    if stored.startswith(_KEY_PREFIX):
+        return bytes.fromhex(stored[len(_KEY_PREFIX) :]).decode("utf-8", "surrogatepass")
+    return stored
+
+
 def bounded(text: str | None, limit: int = AUDIT_TEXT_MAX) -> str | None:
     """``text`` cut to ``limit`` characters (ending in "…" when cut), storable."""
     if text is not None and len(text) > limit:
@@ -314,7 +334,7 @@ class State:
             "SELECT uid FROM seen WHERE account=? AND folder=? AND validity=?",
             (account, folder, validity),
         )
-        return {r[0] for r in rows}
+        return {unkey(str(r[0])) for r in rows}
 
     def baseline(
         self,
@@ -340,7 +360,7 @@ class State:
                 (
                     "INSERT OR IGNORE INTO seen (account, folder, validity, uid, at) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    [(account, folder, validity, uid, now) for uid in uids],
+                    [(account, folder, validity, key(uid), now) for uid in uids],
                 ),
             ]
         )
@@ -368,7 +388,7 @@ class State:
                             account,
                             folder,
                             s.validity or validity,
-                            s.uid,
+                            key(s.uid),
                             storable(s.message_id),
                             now,
                         )
@@ -379,7 +399,7 @@ class State:
                 (
                     "DELETE FROM seen WHERE account=? AND folder=? AND validity=? AND uid=?",
                     [
-                        (account, folder, validity, uid)
+                        (account, folder, validity, key(uid))
                         for folder, uids in forget.items()
                         for uid in uids
                     ],
@@ -452,11 +472,11 @@ class State:
                             r.kind,
                             r.last_run,
                             r.last_ok,
-                            r.last_error,
+                            bounded(r.last_error, AUDIT_ERROR_MAX),
                             r.last_error_at,
                             r.failures,
                             r.next_run,
-                            r.detail,
+                            bounded(r.detail, AUDIT_ERROR_MAX),
                             now,
                         )
                         for r in rows

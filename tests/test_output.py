@@ -137,3 +137,49 @@ def test_a_deleted_state_says_loudly_that_it_made_a_new_baseline(
     assert maildir.flags(mid) == ""  # the baseline itself is unchanged: nothing acted on
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM seen").fetchone()[0] == 1
+
+
+def test_a_lone_surrogate_in_a_subject_is_recorded_and_not_acted_on_again(
+    maildir, write_config, run_cli, tmp_path, httpserver
+):
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    config = write_config(
+        "- {name: tag, when: {from: a@x.example},\n"
+        "   then: [{flag: flagged}, {run: [/bin/true]}, {notify: hook}]}\n"
+    )
+    config.write_text(
+        config.read_text()
+        + f"notifiers:\n  hook:\n    webhook: {{url: '{httpserver.url_for('/hook')}'}}\n"
+    )
+    assert run_cli("run", "--once", "-c", str(config)).returncode == 0
+    maildir.add(raw=b"From: a@x.example\nSubject: =?utf-7?q?+2AA-?= x\nMessage-ID: <s@x>\n\nhi\n")
+    message = tmp_path / "s.eml"
+    message.write_bytes(maildir.files()[0].read_bytes())
+    first = run_cli("run", "--once", "-c", str(config))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "1 new message, 3 actions done, 0 failed" in first.stdout
+    assert "notifications: 1 sent" in first.stdout
+    again = run_cli("run", "--once", "-c", str(config))
+    assert again.returncode == 0 and "0 new messages" in again.stdout, again.stdout
+    for result in (first, again, run_cli("state"), run_cli("explain", "-c", str(config),
+                                                           str(message))):  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+    assert len(httpserver.log) == 1
+
+
+def test_a_file_name_that_is_not_utf8_does_not_break_the_baseline(maildir, write_config, run_cli):
+    config = write_config("- {name: tag, when: {from: a@x.example}, then: [{flag: flagged}]}\n")
+    odd = os.path.join(os.fsencode(maildir.root / "new"), b"1700000000.M0P0.h\xff\xfe")
+    with open(odd, "wb") as f:
+        f.write(b"From: b@x.example\nSubject: odd name\n\nhi\n")
+    first = run_cli("run", "--once", "-c", str(config))
+    assert first.returncode == 0, first.stderr
+    assert "Traceback" not in first.stderr
+    mid = maildir.add(from_="a@x.example", subject="next")
+    second = run_cli("run", "--once", "-c", str(config))
+    assert second.returncode == 0, second.stderr
+    assert "1 new message, 1 action done" in second.stdout, second.stdout
+    assert maildir.flags(mid) == "F"
+    third = run_cli("run", "--once", "-c", str(config))
+    assert third.returncode == 0 and "0 new messages" in third.stdout, third.stdout
