@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
@@ -24,8 +25,9 @@ from typing import TYPE_CHECKING
 from mailrules import __version__
 from mailrules import log as logsetup
 from mailrules.config.find import default_state_dir
-from mailrules.errors import ConfigError, MailrulesError
+from mailrules.errors import ConfigError, MailrulesError, StateError
 from mailrules.lock import LockedError, StateLock
+from mailrules.printable import printable
 
 if TYPE_CHECKING:
     from mailrules.state import State
@@ -142,16 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         count = len(exc.problems)
-        print(
-            f"{count} problem{'s' * (count != 1)} in the config; nothing was changed",
-            file=sys.stderr,
-        )
+        if any(p.line for p in exc.problems):  # not for "no config file found"
+            print(
+                f"{count} problem{'s' * (count != 1)} in the config; nothing was changed",
+                file=sys.stderr,
+            )
         return EXIT_TEMPFAIL if args.command == "deliver" else EXIT_CONFIG
     except LockedError as exc:
-        print(f"mailrules: {exc}", file=sys.stderr)
+        print(f"mailrules: {printable(exc)}", file=sys.stderr)
         return EXIT_LOCKED
     except MailrulesError as exc:
-        print(f"mailrules: {exc}", file=sys.stderr)
+        print(f"mailrules: {printable(exc)}", file=sys.stderr)
+        return EXIT_TEMPFAIL if args.command == "deliver" else EXIT_ACCOUNT
+    except sqlite3.Error as exc:  # a read outside State's own checks (the outbox, status)
+        from mailrules.state import state_error
+
+        error = state_error(_state_dir(args) / "state.sqlite3", exc, "use")
+        print(f"mailrules: {printable(error)}", file=sys.stderr)
         return EXIT_TEMPFAIL if args.command == "deliver" else EXIT_ACCOUNT
     except KeyboardInterrupt:
         return 130
@@ -182,27 +191,47 @@ def _state(args: argparse.Namespace, create: bool = True) -> State | None:
 def cmd_check(args: argparse.Namespace) -> int:
     config = _config(args)
     for warning in config.warnings:
-        print(
-            f"{warning.path}:{warning.line}:{warning.col}: warning: {warning.message}",
-            file=sys.stderr,
-        )
+        where, _, message = str(warning).partition(f":{warning.col}: ")
+        print(f"{where}:{warning.col}: warning: {message}", file=sys.stderr)
+    count = len(config.warnings)
     print(
         f"{config.path}: OK ({len(config.accounts)} account"
         f"{'s' * (len(config.accounts) != 1)}, {len(config.rules)} rule"
-        f"{'s' * (len(config.rules) != 1)})"
+        f"{'s' * (len(config.rules) != 1)}"
+        + (f", {count} warning{'s' * (count != 1)}" if count else "")
+        + ")"
     )
     return EXIT_OK
 
 
 def _print_event(event) -> None:
     subject = event.subject if len(event.subject) <= 50 else event.subject[:49] + "…"
-    status = "" if event.result == "ok" else f"  [{event.result}]"
+    status = "" if event.result == "ok" else f"  [{printable(event.result, 500)}]"
     if event.result == "planned":
         status = ""
     print(
-        f"{event.account}/{event.folder}: {event.action}  by {event.rule!r}  "
-        f"<{event.sender}> {subject!r}{status}",
+        f"{printable(event.account)}/{printable(event.folder, 200)}: "
+        f"{printable(event.action, 200)}  by {event.rule!r}  "
+        f"<{printable(event.sender, 200)}> {printable(repr(subject))}{status}",
         flush=True,
+    )
+
+
+def _is_failure(event) -> bool:
+    return event.result not in ("ok", "planned") and not event.result.startswith("skipped")
+
+
+def _failures_line(failed: list) -> str:
+    """One line on stderr naming what failed (the errors themselves are on stdout, once)."""
+    counts: dict[str, int] = {}
+    for event in failed:
+        key = f"{event.action} by {event.rule!r}"
+        counts[key] = counts.get(key, 0) + 1
+    named = "; ".join(f"{printable(k, 200)} ({n})" for k, n in list(counts.items())[:5])
+    more = f"; and {len(counts) - 5} more" if len(counts) > 5 else ""
+    return (
+        f"mailrules: {len(failed)} action{'s' * (len(failed) != 1)} failed: {named}{more}; "
+        "those messages were left where they were and are tried again on the next run"
     )
 
 
@@ -224,8 +253,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _serve(args, config)
     lock = None
     if not args.dry_run:
-        lock = StateLock(_state_dir(args))
-        lock.acquire("run --once")
+        lock = _lock(args, "run --once")
     try:
         return _run_once(args, config)
     finally:
@@ -236,8 +264,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, config) -> int:
     from mailrules.service import Service
 
-    lock = StateLock(_state_dir(args))
-    lock.acquire("service")
+    lock = _lock(args, "service")
     service = Service(config, _state_dir(args), only=args.account)
     try:
         code = service.serve()
@@ -250,13 +277,32 @@ def _serve(args: argparse.Namespace, config) -> int:
     return code
 
 
+def _lock(args: argparse.Namespace, what: str) -> StateLock:
+    """The state directory's lock, taken; a directory that cannot be used is a StateError."""
+    lock = StateLock(_state_dir(args))
+    try:
+        lock.acquire(what)
+    except OSError as exc:
+        raise StateError(
+            f"cannot use the state directory {_state_dir(args)}: {exc.strerror or exc}"
+        ) from None
+    return lock
+
+
 def _run_once(args: argparse.Namespace, config) -> int:
     from mailrules.runner import RunOptions, run_once
 
+    fresh = not (_state_dir(args) / "state.sqlite3").exists()
     state = _state(args, create=not args.dry_run)  # a dry run never creates state
-    options = RunOptions(
-        dry_run=args.dry_run, process_all=args.all, on_event=None if args.quiet else _print_event
-    )
+    failed: list = []
+
+    def on_event(event) -> None:
+        if _is_failure(event):
+            failed.append(event)
+        if not args.quiet:
+            _print_event(event)
+
+    options = RunOptions(dry_run=args.dry_run, process_all=args.all, on_event=on_event)
     started = time.monotonic()
     sent = None
     try:
@@ -267,21 +313,46 @@ def _run_once(args: argparse.Namespace, config) -> int:
     finally:
         if state:
             state.close()
+    if fresh and report.baselines and not args.quiet:
+        _warn_new_baseline(_state_dir(args) / "state.sqlite3", report.baselines)
     if not args.quiet:
         for note in report.notes:
-            print(note)
+            print(printable(note, 1000))
         verb = "planned" if args.dry_run else "done"
         acted = report.acted
         print(
             f"{report.new} new message{'s' * (report.new != 1)}, {acted} action"
-            f"{'s' * (acted != 1)} {verb}, {report.failed_actions} failed "
-            f"({mail_time:.2f}s)"
+            f"{'s' * (acted != 1)} {verb}, {report.failed_actions} failed"
+            + (
+                f", {len(report.failed_accounts)} account"
+                f"{'s' * (len(report.failed_accounts) != 1)} failed"
+                if report.failed_accounts
+                else ""
+            )
+            + f" ({mail_time:.2f}s)"
         )
         if sent is not None and sent[1]:
             print(sent[1])
+    if failed:
+        print(_failures_line(failed), file=sys.stderr)
     if sent is not None and sent[0]:  # a notification was given up: say so in the exit code
         return max(report.exit_code, EXIT_FAILED)
     return report.exit_code
+
+
+def _warn_new_baseline(path: Path, baselines: list[tuple[str, int | None]]) -> None:
+    """A first run without a state file: loud, as a lost state looks exactly like it."""
+    folders = ", ".join(
+        printable(f"{where} ({n} message{'s' * (n != 1)})" if n is not None else where)
+        for where, n in baselines
+    )
+    print(
+        f"mailrules: warning: there was no state file ({path}), so this run was a first run: "
+        f"the mail already in {folders} was recorded as seen and no rule was applied to it. "
+        "If mailrules ran here before, its state was deleted or moved: run "
+        "'mailrules run --once --all' to apply the rules to every message.",
+        file=sys.stderr,
+    )
 
 
 def _send_notifications(config, state: State, budget: float) -> tuple[int, str]:
@@ -304,11 +375,22 @@ def _quick_poll(args: argparse.Namespace) -> bool:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    config = _config(args)
+    account = args.account or next(iter(config.accounts))
+    if account not in config.accounts:
+        print(f"mailrules: no account named {account!r} in {config.path}", file=sys.stderr)
+        return EXIT_CONFIG
+    box = config.accounts[account].mailbox()  # not opened: only its folder-name cleaner
+    try:
+        return _explain_files(args, config, account, box.clean_component)
+    finally:
+        box.close()
+
+
+def _explain_files(args: argparse.Namespace, config, account: str, clean_folder) -> int:
     from mailrules.message import MessageView
     from mailrules.runner import explain_decision
 
-    config = _config(args)
-    account = args.account or next(iter(config.accounts))
     status = EXIT_OK
     for path in args.messages:
         try:
@@ -321,23 +403,25 @@ def cmd_explain(args: argparse.Namespace) -> int:
         froms = ", ".join(
             f"{a.name} <{a.address}>" if a.name else a.address for a in view.addresses("from")
         )
-        print(f"{path}")
-        print(f"  From: {froms or '(none)'}")
-        print(f"  Subject: {view.subject!r}")
+        print(f"{printable(path)}")
+        print(f"  From: {printable(froms, 500) or '(none)'}")
+        print(f"  Subject: {printable(repr(view.subject), 500)}")
         try:
-            decision = explain_decision(view, config.rules, account, args.folder)
+            decision = explain_decision(
+                view, config.rules, account, args.folder, clean_folder=clean_folder
+            )
         except MailrulesError as exc:
-            print(f"  error: {exc}")
+            print(f"  error: {printable(exc, 1000)}")
             status = EXIT_FAILED
             continue
         for trace in decision.trace:
             mark = {True: "MATCH", False: "no", None: "skip"}[trace.matched]
-            print(f"  [{mark:5}] {trace.rule}: {trace.why}")
+            print(f"  [{mark:5}] {printable(trace.rule)}: {printable(trace.why, 1000)}")
             for step in trace.steps:
-                print(f"          -> {step.describe()}")
+                print(f"          -> {printable(step.describe(), 1000)}")
         if view.defects:
-            print(f"  malformed: {'; '.join(view.defects[:5])}")
-        print(f"  result: {decision.final}")
+            print(f"  malformed: {printable('; '.join(view.defects[:5]), 1000)}")
+        print(f"  result: {printable(decision.final, 1000)}")
     return status
 
 
@@ -359,7 +443,10 @@ def cmd_state(args: argparse.Namespace) -> int:
         if args.account and account != args.account:
             continue
         when = datetime.fromtimestamp(baseline, UTC).strftime("%Y-%m-%d %H:%M")
-        print(f"  {account}/{folder}: {count} seen (validity {validity}, since {when} UTC)")
+        print(
+            f"  {printable(account)}/{printable(folder)}: {count} seen "
+            f"(validity {printable(validity)}, since {when} UTC)"
+        )
     print("recent actions:")
     for (
         at,
@@ -375,10 +462,10 @@ def cmd_state(args: argparse.Namespace) -> int:
         error,
     ) in state.audit_log(args.limit, args.account):
         when = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        extra = f" ({error})" if error else ""
+        extra = f" ({printable(error)})" if error else ""
         print(
-            f"  {when} {account}/{folder} {rule!r}: {action} {result}{extra}  "
-            f"<{sender}> {subject!r} {mid}"
+            f"  {when} {printable(account)}/{printable(folder)} {rule!r}: {printable(action)} "
+            f"{result}{extra}  <{printable(sender)}> {printable(repr(subject))} {printable(mid)}"
         )
     from mailrules.notify.store import status_lines
 
@@ -432,11 +519,11 @@ def cmd_folders(args: argparse.Namespace) -> int:
         details = getattr(box, "folder_details", None)
         if details is None:
             for name in box.folders():
-                print(name)
+                print(printable(name))
         else:
             for name, attrs in details():
                 special = [a for a in attrs if a.lstrip("\\") in SPECIAL_USE]
-                print(f"{name}  {' '.join(special)}" if special else name)
+                print(f"{printable(name)}  {' '.join(special)}" if special else printable(name))
     finally:
         box.close()
     return EXIT_OK

@@ -27,7 +27,8 @@ class MailrulesError(Exception):
 
 @dataclass(frozen=True)
 class ConfigProblem:
-    """One problem in a config file, at a 1-based line and column."""
+    """One problem in a config file, at a 1-based line and column (0: no position, as for
+    a config that was not found at all)."""
 
     path: str
     line: int
@@ -35,6 +36,8 @@ class ConfigProblem:
     message: str
 
     def __str__(self) -> str:
+        if not self.line:
+            return f"{self.path}: {self.message}" if self.path else f"mailrules: {self.message}"
         return f"{self.path}:{self.line}:{self.col}: {self.message}"
 
 

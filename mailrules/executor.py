@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mailrules.commands import CommandFailed, run_command
+from mailrules.commands import CommandFailed, message_env, run_command
 from mailrules.message import MessageView, Summary
 from mailrules.notify.payload import Notification, build
 from mailrules.rules.actions import (
@@ -101,10 +101,10 @@ def _run(box: Mailbox, step: Step, items: list[Item]) -> list[Result]:
     assert isinstance(act, RunAction)
     results: list[Result] = []
     for item in items:
-        env = {
+        env = {  # every message field too, the safe way to pass values (message_env)
             "MAILRULES_RULE": step.rule,
             "MAILRULES_FOLDER": item.ref.folder,
-            "MAILRULES_MESSAGE_ID": item.view.message_id,
+            **message_env(item.view),
         }
         timeout = act.timeout
         if item.deadline is not None:

@@ -9,7 +9,9 @@
   entry's PRIORITY.
 
 Every line passes through ``mailrules.secrets.redact``, whatever the format: a token,
-password or HMAC key that mailrules has read never reaches the log.
+password or HMAC key that mailrules has read never reaches the log. Control characters
+in a message (from a Subject, a Message-ID) are escaped (``mailrules.printable``), and a
+message is cut at LINE_MAX characters.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+
+from mailrules.printable import printable
 
 _JOURNAL_LEVELS = {
     logging.DEBUG: 7,
@@ -78,18 +82,23 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+LINE_MAX = 4000  # characters of one log message: a 10 MiB Subject is not logged whole
+
+
 class _Redact(logging.Filter):
-    """Replace known secrets in the message and any traceback with ***."""
+    """Replace known secrets in the message and any traceback with ***; escape control
+    characters (a Subject's ESC or CR) and cut the message to LINE_MAX characters."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from mailrules.secrets import redact  # loaded on the first log line, not at start-up
 
         message = record.getMessage()
-        clean = redact(message)
+        clean = printable(redact(message), LINE_MAX)
         if clean != message:
             record.msg, record.args = clean, ()
         if record.exc_info and not record.exc_text:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = "\n".join(printable(line) for line in text.split("\n"))
         return True
 
 

@@ -57,6 +57,9 @@ class Report:
     new: int = 0
     failed_actions: int = 0
     failed_accounts: list[str] = field(default_factory=list)
+    baselines: list[tuple[str, int | None]] = field(default_factory=list)
+    """Folders seen for the first time, whose mail was recorded as seen without acting:
+    ("account/folder", how many messages, when the source knows)."""
 
     @property
     def exit_code(self) -> int:
@@ -313,6 +316,9 @@ class FolderRun:
         if scan.note:
             self.report.notes.append(f"{name}/{scan.note}")
         if writing and scan.first:
+            if scan.note:  # a baseline that acts on nothing (existing: skip)
+                count = len(scan.baseline) if scan.baseline or scan.cursor is None else None
+                self.report.baselines.append((f"{name}/{folder}", count))
             first_cursor = scan.cursor if not scan.refs else None
             self.state.baseline(name, folder, scan.validity, scan.baseline, first_cursor)  # type: ignore[union-attr]
         if writing and scan.forget:
@@ -494,7 +500,10 @@ class FolderRun:
         )
         if result in ("ok", "planned"):
             self.report.acted += 1
-        level = logging.INFO if result in ("ok", "planned") else logging.ERROR
+        # A failure is an error in the log, unless the caller shows every event itself
+        # (run --once prints it on stdout): then it would be said twice; -v logs it.
+        failed = result not in ("ok", "planned")
+        level = logging.ERROR if failed and self.options.on_event is None else logging.INFO
         action_log.log(
             level,
             "account=%s folder=%s uid=%s rule=%r action=%r result=%r message_id=%s from=%s "
@@ -515,7 +524,16 @@ class FolderRun:
 
 
 def explain_decision(
-    view: MessageView, rules: list[Rule], account: str, folder: str, now: datetime | None = None
+    view: MessageView,
+    rules: list[Rule],
+    account: str,
+    folder: str,
+    now: datetime | None = None,
+    clean_folder: Callable[[str], str] | None = None,
 ) -> Decision:
+    """What the rules decide for ``view``. Give the account's ``clean_component`` as
+    ``clean_folder``: rendered folder names are then exactly the ones a run would use."""
     ctx = EvalContext(now=now or datetime.now(UTC), account=account, folder=folder, explain=True)
-    return decide(view, rules, ctx)
+    if clean_folder is None:
+        return decide(view, rules, ctx)
+    return decide(view, rules, ctx, clean_folder)

@@ -7,7 +7,9 @@ One file in the state directory. Tables:
   message already there as seen and acts on none, unless asked to.
 * ``seen``: per (account, folder, validity, uid) the messages handled or baselined.
   Only these rows are compared with a listing, so a run with nothing new parses no mail.
-* ``audit``: one row per action on a message: rule, action, result.
+* ``audit``: one row per action on a message: rule, action, result. Texts are cut
+  (``AUDIT_TEXT_MAX``, ``AUDIT_ERROR_MAX``) and rows pruned as new ones are written,
+  past the config's ``audit: {keep, max_rows}`` (``AuditRetention``).
 * ``outbox``: notifications to send, written with the messages that made them
   (``mailrules.notify.store``).
 * ``pop3_fetched``: per (account, UIDL) of a POP3 account, when the message was
@@ -28,6 +30,7 @@ once), never skipped.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -38,11 +41,14 @@ from typing import TYPE_CHECKING
 from mailrules import failpoints
 from mailrules.errors import StateError
 from mailrules.notify import store as outbox_store
+from mailrules.secrets import redact
 
 if TYPE_CHECKING:
     from mailrules.quick_poll import QuickRecord
 
 SCHEMA_VERSION = 1
+AUDIT_TEXT_MAX = 500  # characters of an audit row's subject, sender, action ...
+AUDIT_ERROR_MAX = 2000  # ... and of its error
 SEEN_KEEP = 30 * 86400  # seconds a handled IMAP message's Message-ID is remembered
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS folders (
@@ -111,6 +117,62 @@ CREATE TABLE IF NOT EXISTS service_status (
 
 
 @dataclass(frozen=True)
+class AuditRetention:
+    """How long audit rows are kept: ``keep`` seconds, and at most ``max_rows`` rows."""
+
+    keep: float = 90 * 86400
+    max_rows: int = 100_000
+
+
+_retention = AuditRetention()
+
+
+def use_audit_retention(retention: AuditRetention) -> None:
+    """The retention of every State opened from now on (set when a config is loaded)."""
+    global _retention
+    _retention = retention
+
+
+def storable(text: str | None) -> str | None:
+    """``text`` as SQLite can store it: a lone surrogate (which UTF-8 cannot encode) is
+    written as a backslash escape instead of failing the whole transaction."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+_KEY_PREFIX = "\0utf8b:"  # keys that are not UTF-8 text, stored reversibly
+
+
+def key(uid: str) -> str:
+    """A uid (a Maildir file name, a UIDL) as stored: as it is when it is UTF-8 text; else
+    (a file name with raw bytes reads as surrogates) an escaped form ``unkey`` reverses,
+    so the next listing finds it seen."""
+    try:
+        uid.encode("utf-8")
+    except UnicodeEncodeError:
+        return _KEY_PREFIX + uid.encode("utf-8", "surrogatepass").hex()
+    return uid
+
+
+def unkey(stored: str) -> str:
+    if stored.startswith(_KEY_PREFIX):
+        return bytes.fromhex(stored[len(_KEY_PREFIX) :]).decode("utf-8", "surrogatepass")
+    return stored
+
+
+def bounded(text: str | None, limit: int = AUDIT_TEXT_MAX) -> str | None:
+    """``text`` cut to ``limit`` characters (ending in "…" when cut), storable."""
+    if text is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return storable(text)
+
+
+@dataclass(frozen=True)
 class Seen:
     uid: str
     message_id: str = ""
@@ -164,11 +226,24 @@ _STATUS_SELECT = (
 )
 
 
+def state_error(path: object, exc: sqlite3.Error, verb: str) -> StateError:
+    """A StateError for an SQLite error: damage (a corrupted file, or not SQLite at all)
+    says what to do about it; anything else (locked, read-only, disk full) says what."""
+    if type(exc) is sqlite3.DatabaseError:
+        return StateError(
+            f"the state database {path} is damaged ({exc}); move it away and run again "
+            "(the next run records the mail already there as seen, without acting on it), "
+            "or restore it from a backup"
+        )
+    return StateError(f"cannot {verb} the state database {path}: {exc}")
+
+
 class State:
     """The state database. Use one instance per thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, retention: AuditRetention | None = None) -> None:
         self.path = path
+        self.retention = retention or _retention
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.db = sqlite3.connect(str(path), isolation_level=None, timeout=10)
@@ -183,11 +258,20 @@ class State:
             self.db.executescript(_SCHEMA)
             self.db.executescript(outbox_store.SCHEMA)
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except (sqlite3.Error, OSError) as exc:
+        except sqlite3.Error as exc:
+            raise state_error(path, exc, "open") from None
+        except OSError as exc:
             raise StateError(f"cannot open the state database {path}: {exc}") from None
 
     def close(self) -> None:
         self.db.close()
+
+    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        """Every row of a SELECT; a damaged or unreadable database as a StateError."""
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise state_error(self.path, exc, "read") from None
 
     def _write(self, statements: Iterable[tuple[str, Iterable[tuple[object, ...]]]]) -> None:
         try:
@@ -198,26 +282,27 @@ class State:
             self.db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise StateError(f"cannot write the state database {self.path}: {exc}") from None
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            raise state_error(self.path, exc, "write") from None
 
     # -- folders and seen messages --------------------------------------------------------
 
     def folder_validity(self, account: str, folder: str) -> str | None:
-        row = self.db.execute(
+        rows = self._query(
             "SELECT validity FROM folders WHERE account=? AND folder=?", (account, folder)
-        ).fetchone()
-        return row[0] if row else None
+        )
+        return rows[0][0] if rows else None
 
     def folder_info(self, account: str, folder: str) -> FolderInfo | None:
-        row = self.db.execute(
+        rows = self._query(
             "SELECT validity, last_uid, polled_at FROM folders WHERE account=? AND folder=?",
             (account, folder),
-        ).fetchone()
-        return FolderInfo(*row) if row else None
+        )
+        return FolderInfo(*rows[0]) if rows else None
 
     def seen_message_ids(self, account: str, folder: str) -> set[str]:
-        rows = self.db.execute(
+        rows = self._query(
             "SELECT message_id FROM seen WHERE account=? AND folder=? AND message_id != ''",
             (account, folder),
         )
@@ -245,11 +330,11 @@ class State:
         self._write(statements)
 
     def seen_uids(self, account: str, folder: str, validity: str) -> set[str]:
-        rows = self.db.execute(
+        rows = self._query(
             "SELECT uid FROM seen WHERE account=? AND folder=? AND validity=?",
             (account, folder, validity),
         )
-        return {r[0] for r in rows}
+        return {unkey(str(r[0])) for r in rows}
 
     def baseline(
         self,
@@ -275,7 +360,7 @@ class State:
                 (
                     "INSERT OR IGNORE INTO seen (account, folder, validity, uid, at) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    [(account, folder, validity, uid, now) for uid in uids],
+                    [(account, folder, validity, key(uid), now) for uid in uids],
                 ),
             ]
         )
@@ -299,7 +384,14 @@ class State:
                     "INSERT OR REPLACE INTO seen (account, folder, validity, uid, message_id, at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     [
-                        (account, folder, s.validity or validity, s.uid, s.message_id, now)
+                        (
+                            account,
+                            folder,
+                            s.validity or validity,
+                            key(s.uid),
+                            storable(s.message_id),
+                            now,
+                        )
                         for folder, rows in seen.items()
                         for s in rows
                     ],
@@ -307,7 +399,7 @@ class State:
                 (
                     "DELETE FROM seen WHERE account=? AND folder=? AND validity=? AND uid=?",
                     [
-                        (account, folder, validity, uid)
+                        (account, folder, validity, key(uid))
                         for folder, uids in forget.items()
                         for uid in uids
                     ],
@@ -319,20 +411,21 @@ class State:
                         (
                             now,
                             a.account,
-                            a.folder,
-                            a.uid,
-                            a.message_id,
-                            a.sender,
-                            a.subject,
-                            a.rule,
-                            a.action,
+                            storable(a.folder),
+                            storable(a.uid),
+                            bounded(a.message_id),
+                            bounded(a.sender),
+                            bounded(a.subject),
+                            bounded(a.rule),
+                            bounded(a.action),
                             a.result,
-                            a.error,
+                            bounded(redact(a.error), AUDIT_ERROR_MAX) if a.error else None,
                         )
                         for a in audit
                     ],
                 ),
                 (outbox_store.INSERT, [row.params(now) for row in outbox]),
+                *(self._prune_audit(now) if audit else []),
             ]
         )
 
@@ -344,6 +437,18 @@ class State:
             (account, folder, uid, action),
         ).fetchone()
         return int(row[0])
+
+    def _prune_audit(self, now: float) -> list[tuple[str, Iterable[tuple[object, ...]]]]:
+        """Statements that apply the retention: both walk an index, so a prune that finds
+        nothing to delete costs two index lookups. Rows are only ever deleted from the
+        oldest end, so the newest ``max_rows`` ids are the rows above max(id) - max_rows."""
+        return [
+            ("DELETE FROM audit WHERE at < ?", [(now - self.retention.keep,)]),
+            (
+                "DELETE FROM audit WHERE id <= (SELECT max(id) FROM audit) - ?",
+                [(self.retention.max_rows,)],
+            ),
+        ]
 
     def is_known_folder(self, account: str, folder: str) -> bool:
         return self.folder_validity(account, folder) is not None
@@ -360,7 +465,7 @@ class State:
             sql += " WHERE account=?"
             args = (account,)
         sql += " ORDER BY id DESC LIMIT ?"
-        return list(reversed(self.db.execute(sql, (*args, limit)).fetchall()))
+        return list(reversed(self._query(sql, (*args, limit))))
 
     # -- the service's status ------------------------------------------------------------
 
@@ -376,11 +481,11 @@ class State:
                             r.kind,
                             r.last_run,
                             r.last_ok,
-                            r.last_error,
+                            bounded(r.last_error, AUDIT_ERROR_MAX),
                             r.last_error_at,
                             r.failures,
                             r.next_run,
-                            r.detail,
+                            bounded(r.detail, AUDIT_ERROR_MAX),
                             now,
                         )
                         for r in rows
@@ -390,28 +495,28 @@ class State:
         )
 
     def service_status(self) -> list[ServiceStatus]:
-        rows = self.db.execute(_STATUS_SELECT).fetchall()
+        rows = self._query(_STATUS_SELECT)
         return [ServiceStatus(*row) for row in rows]
 
     def keep_status(self, names: Iterable[str]) -> None:
         """Forget the status of accounts, folders and jobs that are no longer configured."""
         keep = set(names)
-        names_now = self.db.execute("SELECT name FROM service_status").fetchall()
+        names_now = self._query("SELECT name FROM service_status")
         gone = [(n,) for (n,) in names_now if n not in keep]
         self._write([("DELETE FROM service_status WHERE name=?", gone)])
 
     def summary(self) -> list[tuple[object, ...]]:
-        return self.db.execute(
+        return self._query(
             "SELECT f.account, f.folder, f.validity, f.baseline_at, "
             "(SELECT count(*) FROM seen s WHERE s.account=f.account AND s.folder=f.folder) "
             "FROM folders f ORDER BY f.account, f.folder"
-        ).fetchall()
+        )
 
     # -- POP3: what was fetched, and what the server may delete ----------------------------
 
     def pop3_fetched(self, account: str) -> dict[str, tuple[float, bool]]:
         """UIDL -> (delivered_at, a rule asked to delete it) for one POP3 account."""
-        rows = self.db.execute(
+        rows = self._query(
             "SELECT uidl, delivered_at, dele FROM pop3_fetched WHERE account=?", (account,)
         )
         return {uidl: (at, bool(dele)) for uidl, at, dele in rows}
@@ -444,12 +549,12 @@ class State:
 
         An identical record is not written again: a steady poll stays read-only."""
         row = (kind, record.config, record.accounts, record.settings, record.marker, record.due_at)
-        found = self.db.execute(
+        rows = self._query(
             "SELECT kind, config, accounts, settings, marker, due_at FROM quick_poll "
             "WHERE account=?",
             (account,),
-        ).fetchone()
-        if found == row:
+        )
+        if rows and rows[0] == row:
             return
         self._write(
             [

@@ -24,15 +24,16 @@ def discover(explicit: str | None) -> FsPath:
     for candidate in candidates:
         if candidate.exists():
             return candidate
-    looked = ", ".join(str(c) for c in candidates)
+    looked = " and ".join(str(c) for c in candidates)
     raise ConfigError(
         [
             ConfigProblem(
-                "(config)",
-                1,
-                1,
-                f"no config file found (looked at -c, $MAILRULES_CONFIG, "
-                f"{looked}); copy rules.example.yaml to {candidates[0]}",
+                "",
+                0,
+                0,
+                f"no config file found: $MAILRULES_CONFIG is not set and there is no "
+                f"{looked}; copy rules.example.yaml to {candidates[0]}, or name a config "
+                "file with --config FILE",
             )
         ]
     )

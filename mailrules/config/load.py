@@ -10,7 +10,6 @@ Every problem is collected and raised together as one ConfigError, each as
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import re
 import typing
@@ -21,16 +20,24 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from mailrules.config.find import discover
-from mailrules.config.model import AccountModel, ConfigModel, RuleModel, _ServerModel
+from mailrules.config.model import (
+    AccountModel,
+    AuditModel,
+    ConfigModel,
+    RuleModel,
+    _ServerModel,
+)
 from mailrules.config.yaml_loader import Document, Path, load_yaml
 from mailrules.errors import ConfigError, ConfigProblem
-from mailrules.rules.actions import FolderAction, parse_actions
+from mailrules.rules.actions import FolderAction, RunAction, parse_actions
 from mailrules.rules.checker import Checker, describe, did_you_mean
 from mailrules.rules.conditions import parse_condition
 from mailrules.rules.engine import Rule
+from mailrules.rules.templates import CONTEXT_FIELDS
 from mailrules.schedule import DEFAULT_BACKSTOP, DEFAULT_EVERY, Schedule, cron_trigger
 from mailrules.sources.base import Mailbox
 from mailrules.sources.maildir import Maildir
+from mailrules.state import AuditRetention, use_audit_retention
 from mailrules.transport.tls import normalise_fingerprint
 
 __all__ = ["Account", "Config", "discover", "load_config", "parse_config"]
@@ -39,7 +46,6 @@ if TYPE_CHECKING:
     from mailrules.notify.config import Notifier
 
 MAX_CONFIG_BYTES = 4 << 20  # a real config is a few KiB
-log = logging.getLogger(__name__)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -80,6 +86,7 @@ class Config:
     accounts: dict[str, Account]
     rules: list[Rule]
     notifiers: dict[str, Notifier] = field(default_factory=dict)
+    audit: AuditRetention = field(default_factory=AuditRetention)
     warnings: list[ConfigProblem] = field(default_factory=list)  # shown by ``check``
 
 
@@ -101,7 +108,9 @@ def load_config(path: FsPath | str) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([_not_utf8(path, data, exc)]) from None
-    return parse_config(text, path)
+    config = parse_config(text, path)
+    use_audit_retention(config.audit)  # every State this process opens prunes by it
+    return config
 
 
 def _not_utf8(path: str, data: bytes, exc: UnicodeDecodeError) -> ConfigProblem:
@@ -140,6 +149,7 @@ def parse_config(text: str, path: str) -> Config:
             )
 
     accounts = _accounts(data, check)
+    audit = _audit(data, check)
     rules: list[Rule] = []
     raw_rules = data.get("rules", [])
     if not isinstance(raw_rules, list):
@@ -164,9 +174,26 @@ def parse_config(text: str, path: str) -> Config:
 
         notifiers = parse_notifiers(data, check)
         bind_notifiers(rules, notifiers, check)
-    if check.problems:
+    if check.problems or audit is None:
         raise ConfigError(_without_echoes(check.problems, doc))
-    return Config(path, accounts, rules, notifiers, check.warnings)
+    warnings = sorted(check.warnings, key=lambda p: (p.line, p.col))
+    return Config(path, accounts, rules, notifiers, audit, warnings)
+
+
+def _audit(data: dict[str, Any], check: Checker) -> AuditRetention | None:
+    """The audit log's retention (``audit: {keep: 90d, max_rows: 100000}``)."""
+    if "audit" not in data:
+        return AuditRetention()
+    raw = data["audit"]
+    model = _pydantic(AuditModel, raw, ("audit",), check)
+    if model is None:
+        if isinstance(raw, dict) and isinstance(raw.get("keep"), str):
+            check.duration(raw["keep"], ("audit", "keep"))  # its problem too, at once
+        return None
+    keep = check.duration(model.keep, ("audit", "keep"))
+    if keep is None:
+        return None
+    return AuditRetention(keep=keep, max_rows=model.max_rows)
 
 
 def _without_echoes(problems: list[ConfigProblem], doc: Document) -> list[ConfigProblem]:
@@ -214,6 +241,10 @@ def _report(err: Any, base: Path, check: Checker, model: Any) -> None:
         check.error(loc, f"{where}: expected a list, got {given}")
     elif kind == "bool_type":
         check.error(loc, f"{where}: expected true or false, got {given}")
+    elif kind in ("greater_than_equal", "less_than_equal"):
+        bound = err["ctx"].get("ge", err["ctx"].get("le"))
+        side = "greater than" if kind == "greater_than_equal" else "less than"
+        check.error(loc, f"{where}: must be {side} or equal to {bound}, got {given}")
     elif kind in ("dict_type", "model_type"):
         check.error(loc, f"{where}: expected a mapping, got {given}")
     else:
@@ -499,10 +530,8 @@ def _rule(raw: Any, path: Path, check: Checker, accounts: dict[str, Account]) ->
     condition = None
     if model.when is not None:
         condition = parse_condition(model.when, (*path, "when"), check)
-        if condition is None:
-            return None
-    actions = parse_actions(model.then, (*path, "then"), check)
-    if actions is None:
+    actions = parse_actions(model.then, (*path, "then"), check)  # checked even if when failed
+    if actions is None or (model.when is not None and condition is None):
         return None
     targets = model.accounts if model.accounts is not None else list(accounts)
     for i, name in enumerate(model.accounts or []):
@@ -539,11 +568,45 @@ def _rule(raw: Any, path: Path, check: Checker, accounts: dict[str, Account]) ->
                     check.error(at, f"{check.where(path)}.then[{i}]: {problem}")
                 read = model.folders if model.folders is not None else account.settings.folders
                 if act.name == "copy" and _same_folder(act.folder.text, read):
-                    mark = check.doc.mark(at)
-                    log.warning(
-                        "%s:%d:%d: %s.then[%d]: copies into %s, the folder it reads: a copy "
-                        "there would be new mail on the next run; Maildir accounts skip it",
-                        check.doc.path, mark.line, mark.col, check.where(path), i,
-                        act.folder.text,
-                    )  # fmt: skip
+                    check.warn(
+                        at,
+                        f"{check.where(path)}.then[{i}]: copies into {act.folder.text}, the "
+                        "folder it reads: a copy there would be new mail on the next run; "
+                        "Maildir accounts skip it",
+                    )
+    _warn_option_injection(raw, actions, path, check)
     return Rule(model.name, condition, actions, model.accounts, model.folders, model.enabled)
+
+
+def _warn_option_injection(raw: Any, actions: list[Any], path: Path, check: Checker) -> None:
+    """Warn about ``run`` arguments that begin with a value from the message.
+
+    A sender chooses the Subject, the From name and so on: ``run: [sort, "{subject}"]``
+    with the Subject ``-o/path`` makes sort write where the sender wants. Nothing warns
+    after a ``--`` argument (the command reads no options there); the safe way to pass a
+    value is the environment, where every field is ``$MAILRULES_<FIELD>``.
+    """
+    then = raw.get("then") if isinstance(raw, dict) else None
+    entries = then if isinstance(then, list) else [then]
+    for i, act in enumerate(actions):
+        if not isinstance(act, RunAction) or i >= len(entries):
+            continue
+        spec = entries[i].get("run") if isinstance(entries[i], dict) else None
+        base = (*path, "then", i, "run", *(("argv",) if isinstance(spec, dict) else ()))
+        for k, template in enumerate(act.argv):
+            if k == 0:
+                continue
+            if template.text == "--":
+                break
+            first = template.parts[0] if template.parts else (False, "")
+            if not first[0] or first[1] in CONTEXT_FIELDS:
+                continue
+            variable = "MAILRULES_" + first[1].upper().replace(".", "_")
+            check.warn(
+                (*base, k),
+                f"{check.where((*base, k))}: {template.text!r} starts with a value from the "
+                f"message, which a sender can make start with '-': {act.argv[0].text} would "
+                f"read it as an option. Read it from the environment instead (${variable}, "
+                "e.g. [/bin/sh, -c, 'exec cmd -- \"$" + variable + "\"']), or put '--' "
+                "before it if the command takes one",
+            )

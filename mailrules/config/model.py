@@ -185,11 +185,30 @@ class RuleModel(_Strict):
     )
 
 
+class AuditModel(_Strict):
+    """How long the audit log (``mailrules state``) keeps its rows."""
+
+    keep: str | int = Field(
+        "90d", description="Delete rows older than this (30d, 26w, 1y). Default: 90d."
+    )
+    max_rows: int = Field(
+        100_000,
+        ge=1,
+        description="Keep at most this many rows, the newest. Default: 100000 (about 50 MB "
+        "at most: each row's texts are cut to 500 characters, its error to 2000).",
+    )
+
+
 class ConfigModel(_Strict):
     """A mailrules config file."""
 
     accounts: dict[str, AccountModel] = Field(description="Mail accounts, by name.")
     rules: list[RuleModel] = Field(default_factory=list, description="Rules, tried in order.")
+    audit: AuditModel = Field(
+        default_factory=AuditModel,
+        description="Retention of the audit log: rows past keep, or beyond max_rows, are "
+        "deleted as new ones are written.",
+    )
     # Validated by mailrules.notify.config (loaded only when a config uses notifications);
     # ``mailrules schema`` fills in the notifier model.
     notifiers: dict[str, Any] = Field(

@@ -84,7 +84,21 @@ def build(step: Step, view: MessageView) -> Notification:
     }
     if act.snippet:
         payload["snippet"] = snippet(view.body_text, act.snippet)
-    return Notification(step.rule, act, payload, raw if act.channel == "forward" else None)
+    return Notification(
+        step.rule, act, _text_only(payload), raw if act.channel == "forward" else None
+    )
+
+
+def _text_only(value: Any) -> Any:
+    """``value`` with every lone surrogate (a broken charset's leftovers) as U+FFFD: the
+    document must be storable, and sendable as UTF-8 JSON, form fields or SMTP text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {k: _text_only(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_text_only(v) for v in value]
+    return value
 
 
 def snippet(text: str, length: int) -> str:

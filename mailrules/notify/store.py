@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mailrules.errors import StateError
+from mailrules.printable import printable
 from mailrules.secrets import redact
 
 SCHEMA = """
@@ -163,6 +164,8 @@ def status_lines(db: sqlite3.Connection, limit: int = 20) -> list[str]:
         elif status == "dead":
             status = f"given up after {attempts} attempt{'s' * (attempts != 1)}"
         about = doc.get("message_id") or f"digest of {doc.get('count')}"
-        extra = f": {redact(error)}" if error else ""
-        lines.append(f"  {when} {notifier} ({channel}) rule {rule!r} {about}: {status}{extra}")
+        extra = f": {printable(redact(error))}" if error else ""
+        lines.append(
+            f"  {when} {notifier} ({channel}) rule {rule!r} {printable(about)}: {status}{extra}"
+        )
     return lines
