@@ -64,6 +64,7 @@ def test_a_message_whose_headers_the_server_cannot_send_is_read_whole(
     assert "read it whole" in result.stderr
 
 
+@pytest.mark.slow  # six runs
 def test_a_message_the_server_cannot_send_at_all_is_skipped_and_retried_a_few_times(
     dovecot_preauth, tmp_path, run_cli
 ):
