@@ -315,10 +315,16 @@ class MailServer:
     @contextlib.contextmanager
     def pop3(self) -> Iterator[poplib.POP3]:
         assert self.pop3_port is not None, f"{self.name} has no POP3"
+        poplib._MAXLINE = max(poplib._MAXLINE, 1 << 20)  # corpus message 10: 2,200 octets
         client = poplib.POP3(self.host, self.pop3_port, timeout=TIMEOUT)
         try:
             client.user(self.username)
             client.pass_(self.password)
+            # Courier sends a notice instead of a message with raw UTF-8 headers unless the
+            # client says UTF8 (RFC 6856).
+            with contextlib.suppress(poplib.error_proto):
+                if "UTF8" in client.capa():
+                    client._shortcmd("UTF8")
             yield client
         finally:
             with contextlib.suppress(poplib.error_proto, OSError):

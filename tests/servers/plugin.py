@@ -11,6 +11,9 @@ Load with ``pytest_plugins = ["tests.servers.plugin"]``. Fixtures:
     inspection helpers (``ids``, ``stored``, ``folders``, ``pop3_count``).
 ``mail_server_named(name)``
     The same for one server, for a test about that server only.
+``recording_proxy(port, cut_after=None, cut_when=None)``
+    A proxy to a server's port that records the client's commands and the server's
+    tagged answers, and can cut the connection (tests/servers/proxy.py).
 
 The servers a session's tests need are started in parallel at the first request, each in
 its own temp dir, and stopped at the end. Every listener binds 127.0.0.1 and a free port.
@@ -37,6 +40,9 @@ import pytest
 
 from tests.servers import common
 from tests.servers.common import MailServer, ServerError, ServerUnavailable
+from tests.servers.proxy import recording_proxy
+
+__all__ = ["recording_proxy"]  # a fixture: tests get it through this plugin
 
 REQUIRE_VARIABLE = "MAILRULES_REQUIRE_SERVERS"
 
