@@ -16,3 +16,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         reason = KNOWN.get((name, server)) if server else None
         if reason is not None:
             item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+        if server == "twisted" and "imap_server" in params:
+            item.add_marker(pytest.mark.slow)  # Twisted leaves some SEARCHes unanswered

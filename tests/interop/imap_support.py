@@ -47,7 +47,7 @@ def write_config(
 ) -> Path:
     """An IMAP account config: password in a file, ``ca_file`` for STARTTLS, INBOX watched.
 
-    ``timeout: 10s`` rather than the default minute: a server that never answers a command
+    ``timeout: 5s`` rather than the default minute: a server that never answers a command
     (Twisted, to some SEARCHes) then costs the test ten seconds, not sixty.
     """
     password_file = tmp_path / "password"
@@ -64,7 +64,7 @@ def write_config(
         f"      username: {server.username}\n"
         f"      password_file: {password_file}\n"
         f"{tls}"
-        "      timeout: 10s\n"
+        "      timeout: 5s\n"
         "    folders: [INBOX]\n"
         "rules:\n" + textwrap.indent(rules, "  ")
     )
@@ -83,7 +83,8 @@ def snapshot(server: MailServer) -> dict[str, list[Stored]]:
             if "\\noselect" in attributes or "\\nonexistent" in attributes:
                 continue
             state[name] = sorted(
-                (m._replace(size=0) for m in examine(client, name)), key=lambda m: m.message_id or ""
+                (m._replace(size=0) for m in examine(client, name)),
+                key=lambda m: m.message_id or "",
             )
         return state
 

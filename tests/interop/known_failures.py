@@ -7,9 +7,7 @@ finding and what the server does.
 
 from __future__ import annotations
 
-F1 = (
-    "issue 12 finding 1: the nested SEARCH's ')' is sent inside the literal ({7+} 'crème)')"
-)
+F1 = "issue 12 finding 1: the nested SEARCH's ')' is sent inside the literal ({7+} 'crème)')"
 F1_MAILUTILS = F1 + "; Mailutils imap4d dies on it (signal 11), so the account fails (exit 3)"
 F2_COURIER = (
     "issue 12 findings 2, 3, 4: Courier answers NO 'CHARSET is not valid in UTF8 mode' "

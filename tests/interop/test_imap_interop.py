@@ -89,7 +89,9 @@ def test_delete_goes_to_the_servers_trash(imap_server, recording_proxy, run_cli,
 def test_nested_and_non_ascii_rules(imap_server, recording_proxy, run_cli, tmp_path):
     """The issue's config: the narrowing SEARCH is an OR of three criteria, one not ASCII."""
     proxy = recording_proxy(imap_server.imap_port)
-    result = run(run_cli, write_config(tmp_path, imap_server, ISSUE_RULES, port=proxy.port), "--all")
+    result = run(
+        run_cli, write_config(tmp_path, imap_server, ISSUE_RULES, port=proxy.port), "--all"
+    )
     assert result.returncode == 0, output(result)
     assert imap_server.ids("Alice") == ids(ALICE)
     assert imap_server.ids("INBOX") == ids(OTHERS)
@@ -100,6 +102,7 @@ def test_nested_and_non_ascii_rules(imap_server, recording_proxy, run_cli, tmp_p
     assert_nothing_seen(imap_server)
 
 
+@pytest.mark.slow  # two runs of the CLI
 def test_full_pass_then_a_poll(imap_server, recording_proxy, run_cli, tmp_path):
     proxy = recording_proxy(imap_server.imap_port)
     config = write_config(tmp_path, imap_server, ISSUE_RULES, port=proxy.port)
@@ -133,6 +136,7 @@ def test_dry_run_changes_nothing(imap_server, recording_proxy, run_cli, tmp_path
     assert not sent & changing, proxy.command_lines()
 
 
+@pytest.mark.slow  # two runs of the CLI
 def test_a_second_full_pass_changes_nothing(imap_server, recording_proxy, run_cli, tmp_path):
     proxy = recording_proxy(imap_server.imap_port)
     config = write_config(tmp_path, imap_server, ISSUE_RULES, port=proxy.port)
@@ -155,6 +159,7 @@ def _moves(line: bytes) -> bool:
     return len(words) > 2 and words[1] == b"UID" and words[2] in (b"MOVE", b"COPY")
 
 
+@pytest.mark.slow  # two runs of the CLI
 def test_a_connection_cut_mid_move_loses_nothing(imap_server, recording_proxy, run_cli, tmp_path):
     """The cut comes right after the server carried out the move, before mailrules heard."""
     cutting = recording_proxy(imap_server.imap_port, cut_when=_moves)

@@ -39,7 +39,7 @@ def write_config(tmp_path: Path, server: MailServer, rules: str, extra: str = ""
         f"      username: {server.username}\n"
         f"      password_file: {password_file}\n"
         f"{tls}"
-        "      timeout: 10s\n"
+        "      timeout: 5s\n"
         f"    deliver_to: {tmp_path / 'Mail'}\n"
         "    existing: process\n" + textwrap.indent(extra, "    ") + "rules:\n" + rules
     )
@@ -76,6 +76,7 @@ def run(run_cli, config: Path):
     return run_cli("run", "--once", "-c", str(config))
 
 
+@pytest.mark.slow  # two runs of the CLI
 def test_fetch_everything_and_leave_it_on_the_server(pop3_server, run_cli, tmp_path):
     config = write_config(tmp_path, pop3_server, "  []\n")
     first = run(run_cli, config)
@@ -87,6 +88,7 @@ def test_fetch_everything_and_leave_it_on_the_server(pop3_server, run_cli, tmp_p
     assert local_ids(tmp_path / "Mail") == ids(ALL), "a second run fetched mail again"
 
 
+@pytest.mark.slow  # two runs of the CLI
 def test_a_delete_rule_removes_from_the_server(pop3_server, run_cli, tmp_path):
     rules = textwrap.indent('- {name: alice, when: {from: "*alice*"}, then: [delete]}\n', "  ")
     config = write_config(tmp_path, pop3_server, rules)

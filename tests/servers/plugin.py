@@ -148,6 +148,9 @@ class ServerPool:
         return found
 
     def close(self) -> None:
+        for found in self._results.values():
+            if isinstance(found, MailServer):
+                found.close()
         for daemon in self._daemons:
             daemon.terminate()  # all at once: some take a second to stop
         for daemon in self._daemons:

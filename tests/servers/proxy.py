@@ -161,5 +161,3 @@ def recording_proxy() -> Iterator[Callable[..., RecordingProxy]]:
     yield make
     for proxy in proxies:
         proxy.close()
-
-

@@ -28,6 +28,7 @@ Usage: twisted_serve.py MAILDIR USER PASS --imap-port N --imap-tls-port N --pop3
 
 PYTEST_DONT_REWRITE
 """
+
 from __future__ import annotations
 
 import email
@@ -318,6 +319,7 @@ def main(argv):
     if cert and key:
         try:
             from twisted.internet import ssl
+
             ctx = ssl.DefaultOpenSSLContextFactory(key, cert)
         except Exception as e:  # pyOpenSSL missing: no STARTTLS
             log.msg(f"STARTTLS disabled: {e!r}")
