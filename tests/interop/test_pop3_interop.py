@@ -110,3 +110,19 @@ def test_delete_after_delivery_empties_the_maildrop(pop3_server, run_cli, tmp_pa
     assert first.returncode == 0, output(first)
     assert local_ids(tmp_path / "Mail") == ids(ALL)
     assert pop3_server.pop3_count() == 0
+
+
+# Cyrus stores raw 8-bit header bytes as "X"; tcllib pop3d re-encodes them (mojibake).
+ALTERS_8BIT_HEADERS = {"cyrus", "tclpop3d"}
+
+
+def test_raw_utf8_headers_arrive_as_stored(pop3_server, run_cli, tmp_path):
+    """Corpus message 12 has raw UTF-8 in Subject and From; Courier sends it only after UTF8."""
+    if pop3_server.name in ALTERS_8BIT_HEADERS:
+        pytest.skip(f"{pop3_server.name} alters raw 8-bit headers itself")
+    result = run(run_cli, write_config(tmp_path, pop3_server, "  []\n"))
+    assert result.returncode == 0, output(result)
+    files = [p for sub in ("new", "cur") for p in (tmp_path / "Mail" / sub).iterdir()]
+    twelve = [p.read_bytes() for p in files if b"<lab-12@interop.lab.test>" in p.read_bytes()]
+    assert len(twelve) == 1
+    assert "Überraschung".encode() in twelve[0] and "Jürgen".encode() in twelve[0]
