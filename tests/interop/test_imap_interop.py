@@ -26,6 +26,7 @@ from tests.interop.imap_support import (
     snapshot,
     write_config,
 )
+from tests.servers.common import list_folders
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
@@ -154,6 +155,20 @@ def test_a_second_full_pass_changes_nothing(imap_server, recording_proxy, run_cl
     assert not sent & acting, second_proxy.command_lines()
 
 
+@pytest.mark.slow  # two runs of the CLI
+def test_a_second_full_pass_moves_nothing_again(imap_server, recording_proxy, run_cli, tmp_path):
+    """Moved originals that keep \\Deleted (no UIDPLUS) are not moved a second time."""
+    first = run(run_cli, write_config(tmp_path, imap_server, MOVE_ALICE), "--all")
+    assert first.returncode == 0, output(first)
+    after_first = snapshot(imap_server)
+    proxy = recording_proxy(imap_server.imap_port)
+    second = run(run_cli, write_config(tmp_path, imap_server, MOVE_ALICE, port=proxy.port), "--all")
+    assert second.returncode == 0, output(second)
+    assert snapshot(imap_server) == after_first
+    sent = {c.removeprefix("UID ") for c in proxy.commands()}
+    assert not sent & {"COPY", "MOVE", "STORE", "EXPUNGE"}, proxy.command_lines()
+
+
 def _moves(line: bytes) -> bool:
     words = line.upper().split()
     return len(words) > 2 and words[1] == b"UID" and words[2] in (b"MOVE", b"COPY")
@@ -213,3 +228,23 @@ def test_searches_twisted_refuses_or_never_answers_are_decided_here(
     answered = {answer.split()[0] for answer in proxy.answers}
     assert [tag for tag in searches if tag not in answered], "every SEARCH was answered"
     # Deciding locally then fetches the headers: see known_failures (issue 12 finding 6).
+
+
+SPECIAL_USE = {"\\all", "\\archive", "\\drafts", "\\flagged", "\\junk", "\\sent", "\\trash"}
+
+
+def test_folders_are_shown_as_the_user_writes_them(imap_server, run_cli, tmp_path):
+    """``mailrules folders``: names without the personal namespace's prefix, ``/`` between
+    levels, and the server's special-use attributes (RFC 6154, any letter case)."""
+    result = run_cli("folders", "mail", "-c", str(write_config(tmp_path, imap_server, "[]\n")))
+    assert result.returncode == 0, output(result)
+    shown = {line.split("  ")[0]: line.lower() for line in result.stdout.splitlines() if line}
+    with imap_server.imap() as client:
+        listed = list_folders(client)
+    for attributes, name in listed:
+        if "\\noselect" in attributes or "\\nonexistent" in attributes:
+            continue
+        written = name.removeprefix(imap_server.prefix).replace(imap_server.separator, "/")
+        assert written in shown, f"{name!r} not shown as {written!r}:\n{result.stdout}"
+        for special in attributes & SPECIAL_USE:
+            assert special in shown[written], f"{special} missing:\n{result.stdout}"
