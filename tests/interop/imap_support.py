@@ -6,11 +6,10 @@ PYTEST_DONT_REWRITE
 from __future__ import annotations
 
 import email.header
-import imaplib
 import textwrap
 from pathlib import Path
 
-from tests.servers.common import MailServer, Stored, seed_id
+from tests.servers.common import MailServer, Stored, examine, list_folders, seed_id
 from tests.servers.proxy import RecordingProxy
 
 ALICE = [1, 3, 6, 8, 11, 15, 18, 20]  # corpus messages from alice@example.org
@@ -76,15 +75,12 @@ def write_config(
 def snapshot(server: MailServer) -> dict[str, list[Stored]]:
     """Every folder's messages (Message-ID, flags): the server's whole state, as read."""
     with server.imap() as client:
-        from tests.servers.common import examine, list_folders
-
         state = {}
         for attributes, name in sorted(list_folders(client), key=lambda f: f[1]):
             if "\\noselect" in attributes or "\\nonexistent" in attributes:
                 continue
             state[name] = sorted(
-                (m._replace(size=0) for m in examine(client, name)),
-                key=lambda m: m.message_id or "",
+                examine(client, name), key=lambda m: (m.message_id or "", sorted(m.flags))
             )
         return state
 
@@ -138,8 +134,3 @@ def assert_search_literals_exact(proxy: RecordingProxy, expected: set[bytes]) ->
     """Each literal in a SEARCH holds exactly one criterion's text, nothing of the syntax."""
     sent = proxy.literals(b"SEARCH")
     assert set(sent) <= expected, f"SEARCH literals {sent}; lines {proxy.command_lines()}"
-
-
-def imap4(server: MailServer) -> imaplib.IMAP4:
-    assert server.imap_port is not None
-    return imaplib.IMAP4(server.host, server.imap_port)

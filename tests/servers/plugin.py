@@ -122,13 +122,12 @@ class ServerPool:
             self._daemons.append(daemon)
         self.start_seconds[name] = time.monotonic() - began
 
-    def _start_all(self) -> None:
+    def _start_all(self, names: list[str]) -> None:
         shared = self.base / "tls"
         shared.mkdir()
         shared.chmod(0o755)
         cert, key = common.certificate(shared)
         key.chmod(0o644)  # servers running as other users read it; a throwaway key
-        names = sorted(self.wanted or MODULES)
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
             list(pool.map(lambda n: self._start_one(n, cert, key), names))
 
@@ -136,7 +135,7 @@ class ServerPool:
         with self._lock:
             if not self._started:
                 self._started = True
-                self._start_all()
+                self._start_all(sorted(self.wanted | {name}))
             if name not in self._results:
                 directory_cert = self.base / "tls"
                 self._start_one(name, directory_cert / "cert.pem", directory_cert / "key.pem")
