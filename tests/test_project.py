@@ -40,4 +40,6 @@ def test_ruff(args):
 def test_readme_commands_match_ci():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    assert ".venv/bin/pytest" in readme and ci.strip().endswith(".venv/bin/pytest")
+    assert "\ntests/run.sh\n" in readme and ci.strip().endswith("exec tests/run.sh")
+    run = (ROOT / "tests" / "run.sh").read_text()
+    assert "MAILRULES_REQUIRE_SERVERS=1" in run and run.strip().endswith('.venv/bin/pytest "$@"')

@@ -56,22 +56,28 @@ missing_packages() {
 }
 
 policy=/usr/sbin/policy-rc.d
+policy_set=
 backup=
 restore_policy() {
     if [ -n "$backup" ]; then mv -f "$backup" "$policy"; else rm -f "$policy"; fi
 }
-apt_updated=
-apt_install() {
-    local missing
-    mapfile -t missing < <(missing_packages "$@")
-    [ ${#missing[@]} -eq 0 ] && return 0
-    if [ -e "$policy" ] && [ -z "$backup" ]; then
+forbid_service_starts() {  # once per run; the EXIT trap puts back what was there
+    [ -n "$policy_set" ] && return 0
+    if [ -e "$policy" ]; then
         backup=$(mktemp)
         cp -p "$policy" "$backup"
     fi
     trap restore_policy EXIT
     printf '#!/bin/sh\n# tests/servers/install.sh: install packages without starting services\nexit 101\n' >"$policy"
     chmod 755 "$policy"
+    policy_set=1
+}
+apt_updated=
+apt_install() {
+    local missing
+    mapfile -t missing < <(missing_packages "$@")
+    [ ${#missing[@]} -eq 0 ] && return 0
+    forbid_service_starts
     if [ -z "$apt_updated" ]; then
         apt-get -o DPkg::Lock::Timeout=600 update -qq
         apt_updated=1

@@ -11,6 +11,9 @@ Load with ``pytest_plugins = ["tests.servers.plugin"]``. Fixtures:
     inspection helpers (``ids``, ``stored``, ``folders``, ``pop3_count``).
 ``mail_server_named(name)``
     The same for one server, for a test about that server only.
+``recording_proxy(port, cut_after=None, cut_when=None)``
+    A proxy to a server's port that records the client's commands and the server's
+    tagged answers, and can cut the connection (tests/servers/proxy.py).
 
 The servers a session's tests need are started in parallel at the first request, each in
 its own temp dir, and stopped at the end. Every listener binds 127.0.0.1 and a free port.
@@ -37,6 +40,9 @@ import pytest
 
 from tests.servers import common
 from tests.servers.common import MailServer, ServerError, ServerUnavailable
+from tests.servers.proxy import recording_proxy
+
+__all__ = ["recording_proxy"]  # a fixture: tests get it through this plugin
 
 REQUIRE_VARIABLE = "MAILRULES_REQUIRE_SERVERS"
 
@@ -116,13 +122,12 @@ class ServerPool:
             self._daemons.append(daemon)
         self.start_seconds[name] = time.monotonic() - began
 
-    def _start_all(self) -> None:
+    def _start_all(self, names: list[str]) -> None:
         shared = self.base / "tls"
         shared.mkdir()
         shared.chmod(0o755)
         cert, key = common.certificate(shared)
         key.chmod(0o644)  # servers running as other users read it; a throwaway key
-        names = sorted(self.wanted or MODULES)
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
             list(pool.map(lambda n: self._start_one(n, cert, key), names))
 
@@ -130,7 +135,7 @@ class ServerPool:
         with self._lock:
             if not self._started:
                 self._started = True
-                self._start_all()
+                self._start_all(sorted(self.wanted | {name}))
             if name not in self._results:
                 directory_cert = self.base / "tls"
                 self._start_one(name, directory_cert / "cert.pem", directory_cert / "key.pem")
@@ -142,6 +147,9 @@ class ServerPool:
         return found
 
     def close(self) -> None:
+        for found in self._results.values():
+            if isinstance(found, MailServer):
+                found.close()
         for daemon in self._daemons:
             daemon.terminate()  # all at once: some take a second to stop
         for daemon in self._daemons:

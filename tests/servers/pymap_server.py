@@ -62,6 +62,7 @@ def start(base: Path, cert: Path, key: Path) -> tuple[MailServer, Daemon]:
         imap_port=port,
         imap_starttls_port=port,
         ca_file=str(cert),
+        keep_session=True,
     )
     with server.imap() as client:
         for folder in FOLDERS:
