@@ -19,6 +19,7 @@ such patterns (a repeated group that itself repeats: nested quantifiers).
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import re._constants as sre_constants  # the parser's own names for its nodes
 import re._parser as sre_parse  # only to warn about nested quantifiers
@@ -56,7 +57,7 @@ class TextTest:
     op: str
     pattern: str  # as written, for messages
     case_sensitive: bool
-    compiled: re.Pattern[str] | regex.Pattern[str] | None
+    compiled: re.Pattern[str] | None  # for a regex: as the stdlib reads it (validated)
     folded: str = ""  # the pattern as compared (casefolded unless case-sensitive)
 
     def match(self, value: str, timeout: float = REGEX_TIMEOUT) -> Captures | None:
@@ -65,7 +66,8 @@ class TextTest:
         if self.compiled is not None:
             if self.op == "regex":
                 try:
-                    found = self.compiled.search(value, timeout=max(timeout, 0.001))
+                    bounded = _bounded(self.pattern, self.compiled.flags & re.IGNORECASE)
+                    found = bounded.search(value, timeout=max(timeout, 0.001))
                 except TimeoutError:
                     raise RegexTimeout(self.pattern, len(value), timeout) from None
             else:
@@ -84,6 +86,15 @@ class TextTest:
         closing = "/" if self.op == "regex" else ""
         quote = "" if self.op == "regex" else "'"
         return f"{verb[self.op]} {quote}{self.pattern}{quote}{closing}"
+
+
+@functools.cache
+def _bounded(pattern: str, ignore_case: int) -> regex.Pattern[str]:
+    """The pattern compiled by the regex module, whose matches take a timeout. Imported
+    when first needed: it costs 30-70 ms at start-up."""
+    import regex
+
+    return regex.compile(pattern, regex.IGNORECASE if ignore_case else 0)
 
 
 def glob_problem(pattern: str) -> str | None:
@@ -115,14 +126,12 @@ def make_test(op: str, pattern: str, case_sensitive: bool = False) -> TextTest:
         raise re.error(problem)
     flags = 0 if case_sensitive else re.IGNORECASE
     if op == "regex":
-        re.compile(pattern, flags)  # the stdlib's syntax and its error messages
-        import regex  # matched by the regex module, for its timeout; imported when needed
-
+        compiled = re.compile(pattern, flags)  # the stdlib's syntax and its error messages
         try:
-            bounded = regex.compile(pattern, regex.IGNORECASE if flags else 0)
-        except regex.error as exc:
+            _bounded(pattern, flags)
+        except Exception as exc:  # regex.error: a pattern only the stdlib accepts
             raise re.error(str(exc)) from None
-        return TextTest(op, pattern, case_sensitive, bounded)
+        return TextTest(op, pattern, case_sensitive, compiled)
     if op == "matches":
         return TextTest(op, pattern, case_sensitive, re.compile(fnmatch.translate(pattern), flags))
     folded = pattern if case_sensitive else pattern.casefold()
