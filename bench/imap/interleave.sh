@@ -6,15 +6,23 @@
 # each round's ratio to the floor's first pass (interleaved_summary.py).
 #
 # mailrules is $MAILRULES (default: mailrules on PATH), through peers/mailrules/run.sh.
+# With MAILRULES_BEFORE set to another mailrules executable (an earlier release, say), it
+# runs too, as "mailrules-before", in every round: a before/after comparison side by side.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 N=${1:?usage: interleave.sh N ROUNDS}
 ROUNDS=${2:?usage: interleave.sh N ROUNDS}
 log=${BENCH_BASE:-/tmp/mailbench}/interleave-n$N-$(date +%Y%m%dT%H%M%S).txt
+tools=(floor imapfilter mailrules)
+if [ -n "${MAILRULES_BEFORE:-}" ]; then
+    tools+=(mailrules-before)
+fi
 for round in $(seq 0 "$ROUNDS"); do
-    for tool in floor imapfilter mailrules; do
+    for tool in "${tools[@]}"; do
         if [ "$tool" = mailrules ]; then
             args=(--label mailrules -- "$here/peers/mailrules/run.sh")
+        elif [ "$tool" = mailrules-before ]; then
+            args=(--label mailrules-before -- env MAILRULES="$MAILRULES_BEFORE" "$here/peers/mailrules/run.sh")
         else
             args=("$tool")
         fi

@@ -19,9 +19,9 @@ def main(path: str) -> None:
     floor = {phase: statistics.median(w for _, w, _ in runs.get(("floor", phase), [(0, 1, 0)]))
              for phase in ("first", "poll")}
     firsts = {r: w for r, w, _ in runs.get(("floor", "first"), [])}
-    print("%-11s %10s %8s %10s %8s %9s  per-round first-pass ratios" % (
+    print("%-16s %10s %8s %10s %8s %9s  per-round first-pass ratios" % (
         "tool", "first s", "x floor", "poll s", "x floor", "RSS MiB"))
-    for tool in ("floor", "imapfilter", "mailrules"):
+    for tool in ("floor", "imapfilter", "mailrules", "mailrules-before"):
         first = runs.get((tool, "first"), [])
         poll = runs.get((tool, "poll"), [])
         if not first:
@@ -30,7 +30,7 @@ def main(path: str) -> None:
         p = statistics.median(w for _, w, _ in poll) if poll else float("nan")
         rss = max(x for _, _, x in first + poll)
         ratios = [round(w / firsts[r], 2) for r, w, _ in first if r in firsts]
-        print("%-11s %10.3f %8.2f %10.3f %8.2f %9.1f  %s" % (
+        print("%-16s %10.3f %8.2f %10.3f %8.2f %9.1f  %s" % (
             tool, f, f / floor["first"], p, p / floor["poll"], rss, ratios))
     print("runs whose end state was not verified: %d" % unverified)
 
