@@ -14,6 +14,17 @@ cd "$D/etc"
 
 # The real authdaemond (/usr/sbin/authdaemond is only a courierlogger wrapper), foreground.
 /usr/lib/courier/courier-authlib/authdaemond >>"$D/authdaemond.log" 2>&1 &
+auth=$!
+# couriertcpd puts itself in the background (its own session): stop it by its pid file.
+stop() {
+    local f
+    for f in "$D/imapd.pid" "$D/pop3d.pid"; do
+        [ -s "$f" ] && /usr/sbin/couriertcpd -pid="$f" -stop 2>/dev/null
+    done
+    kill "$auth" 2>/dev/null
+}
+trap stop EXIT
+trap 'exit 0' TERM INT HUP
 for _ in $(seq 1 100); do [ -S /run/courier/authdaemon/socket ] && break; sleep 0.05; done
 
 common_env=(
@@ -36,9 +47,9 @@ pop_env=(
   POP3_PROXY=0 POP3_STARTTLS=YES POP3_TLS_REQUIRED=0
 )
 tcpd=(/usr/sbin/couriertcpd -address=127.0.0.1 -maxprocs=40 -maxperip=40 -nodnslookup -noidentlookup)
-env -i "${imap_env[@]}" "${tcpd[@]}" "$IMAP_PORT" \
-    "$R/usr/lib/courier/courier/imaplogin" "$R/usr/bin/imapd" Maildir >>"$D/imapd.log" 2>&1 &
-env -i "${pop_env[@]}" "${tcpd[@]}" "$POP3_PORT" \
+env -i "${imap_env[@]}" "${tcpd[@]}" -pid="$D/imapd.pid" "$IMAP_PORT" \
+    "$R/usr/lib/courier/courier/imaplogin" "$R/usr/bin/imapd" Maildir >>"$D/imapd.log" 2>&1
+env -i "${pop_env[@]}" "${tcpd[@]}" -pid="$D/pop3d.pid" "$POP3_PORT" \
     "$R/usr/lib/courier/courier/courierpop3login" "$R/usr/lib/courier/courier/courierpop3d" Maildir \
-    >>"$D/pop3d.log" 2>&1 &
-wait
+    >>"$D/pop3d.log" 2>&1
+wait "$auth"

@@ -10,8 +10,11 @@ PYTEST_DONT_REWRITE
 
 from __future__ import annotations
 
+import contextlib
 import grp
+import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -36,6 +39,21 @@ from tests.servers.common import (
 ROOT = CACHE / "pkgroot" / "courier"
 FOLDERS = ("Drafts", "Sent", "Trash", "Junk", "Archive")
 DH_PARAMS = (Path("/etc/courier/dhparams.pem"), Path("/usr/share/dovecot/dh.pem"))
+
+
+class CourierDaemon(Daemon):
+    """couriertcpd detaches into its own session, out of the process group: after the
+    group, each listener is stopped by the pid it wrote (courier-run.sh does it too)."""
+
+    def __init__(self, argv: list[str], log: Path, base: Path) -> None:
+        super().__init__(argv, log)
+        self.pid_files = [base / "imapd.pid", base / "pop3d.pid"]
+
+    def stop(self) -> None:
+        super().stop()
+        for path in self.pid_files:
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(path.read_text().split()[0]), signal.SIGTERM)
 
 
 def start(base: Path, cert: Path, key: Path) -> tuple[MailServer, Daemon]:
@@ -93,10 +111,11 @@ def start(base: Path, cert: Path, key: Path) -> tuple[MailServer, Daemon]:
 
     imap_port, pop3_port = free_ports(2)
     log = base / "courier-run.log"
-    daemon = Daemon(
+    daemon = CourierDaemon(
         ["unshare", "-m", "--propagation", "private", "bash", str(HERE / "courier-run.sh"),
          str(base), str(ROOT), str(imap_port), str(pop3_port)],
         log,
+        base,
     )  # fmt: skip
     try:
         wait_greeting(imap_port, b"* OK", daemon, "Courier IMAP")

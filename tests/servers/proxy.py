@@ -56,10 +56,13 @@ class RecordingProxy(CuttingProxy):
 
     def _count(self, data: bytes, partial: _PartialLine) -> tuple[int, int] | None:
         with self._lock:
-            self.raw.setdefault(id(partial), []).append(data)
+            stream = getattr(partial, "stream", None)
+            if stream is None:  # a new connection
+                stream = partial.stream = len(self.raw)  # type: ignore[attr-defined]
+            self.raw.setdefault(stream, []).append(data)
         if self.cut_when is None:
             return super()._count(data, partial)
-        # Find the first line the predicate accepts, then let CuttingProxy cut there.
+        # As CuttingProxy._count, but the cut comes at the first line cut_when accepts.
         ends = [1] if partial.ends_in_cr and data.startswith(b"\n") else []
         position = ends[0] if ends else 0
         while (found := data.find(b"\r\n", position)) >= 0:
