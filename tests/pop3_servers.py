@@ -185,6 +185,8 @@ class Quirky(socketserver.ThreadingTCPServer):
     No CAPA and no UIDL (both answer -ERR), TOP sends the whole message whatever the
     line count, DELE deletes at once and renumbers the rest, and ``drop_retr`` makes
     the next RETR of that message number stop half-way and close the connection.
+    ``uidl_by_number`` makes UIDL answer each message's number, as servers that reuse a
+    UIDL once its message is deleted do.
     USER/PASS, APOP and AUTH XOAUTH2 are accepted for user ``me``.
     """
 
@@ -195,6 +197,7 @@ class Quirky(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _QuirkyHandler)
         self.messages = list(messages)
         self.drop_retr: int | None = None
+        self.uidl_by_number = False
         self.commands: list[str] = []
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -232,6 +235,8 @@ class _QuirkyHandler(socketserver.StreamRequestHandler):
             elif cmd == "LIST":
                 sizes = [(i, len(m) + m.count(b"\n")) for i, m in enumerate(msgs, 1)]
                 self.ok(body="".join(f"{i} {size}\r\n" for i, size in sizes).encode())
+            elif cmd == "UIDL" and self.server.uidl_by_number and not args:
+                self.ok(body="".join(f"{i} {i}\r\n" for i in range(1, len(msgs) + 1)).encode())
             elif cmd in ("RETR", "TOP") and 1 <= n <= len(msgs):
                 data = stuffed(msgs[n - 1])
                 if cmd == "RETR" and self.server.drop_retr == n:

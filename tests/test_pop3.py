@@ -433,3 +433,26 @@ def test_deliver_on_a_pop3_account_writes_into_deliver_to(run_cli, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert local_messages(tmp_path / "Local") == [message(1)]
+
+
+def test_a_reused_uidl_never_overwrites_the_message_fetched_before(quirky, run_cli, tmp_path):
+    """A server that hands a deleted message's UIDL to a new one of the same size: the new
+    message is fetched (not deleted unread as if it were the old one) into its own local
+    file, and the first one (still unread in new/) stays."""
+    first, second = message(1, body=b"first body\n"), message(1, body=b"other body\n")
+    quirky.uidl_by_number = True
+    quirky.messages[:] = [first]
+    settings = {"host": "127.0.0.1", "port": quirky.port, "security": "plain"}
+    settings |= {"username": "me", "password": "secret"}
+    config = write_config(tmp_path, settings, existing="process", delete_after_delivery=True)
+
+    one = run(run_cli, config)
+    assert one.returncode == 0, one.stderr
+    assert quirky.messages == []
+    quirky.messages.append(second)  # UIDL "1" again, the same size
+    two = run(run_cli, config)
+
+    assert two.returncode == 0, two.stderr
+    assert "1 new message" in two.stdout  # not taken for the deleted one and deleted unread
+    assert local_messages(tmp_path / "Local") == sorted([first, second])
+    assert quirky.messages == []

@@ -787,6 +787,34 @@ def _rename_noreplace(src: str, cur: str, unique: str, letters: str) -> str:
     raise FileExistsError(errno.EEXIST, "no free file name for the message", src)
 
 
+def link_new(tmp: str, new_dir: str, unique: str) -> str:
+    """Put a written and fsynced ``tmp`` file into ``new_dir`` as ``unique`` (or, when
+    another message has that name, as a name derived from its content, then a fresh
+    one); unlink ``tmp``; return the name used. Never replaces a file: the same message
+    already there (a retry after a crash) is the result and nothing is added."""
+    try:
+        for name in _candidates(unique, tmp):
+            target = os.path.join(new_dir, name)
+            try:
+                os.link(tmp, target, follow_symlinks=False)
+            except FileExistsError:
+                if not same_content(tmp, target):
+                    continue
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EMLINK, errno.EXDEV):
+                    raise
+                if os.path.lexists(target):  # no hard links here: check, then rename
+                    if same_content(tmp, target):
+                        return name
+                    continue
+                os.rename(tmp, target)
+            return name
+        raise FileExistsError(errno.EEXIST, "no free file name for the message", tmp)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def _failure(exc: Exception, text: str) -> Result:
     """A failed action's result; permanent when retrying can never help."""
     return Permanent(text) if isinstance(exc, FolderNameError) else text
