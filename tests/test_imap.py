@@ -474,3 +474,24 @@ def test_without_utf8_accept_names_go_as_modified_utf7(dovecot_preauth, tmp_path
     result = run_cli("run", "--once", "--all", "-c", str(config(tmp_path, tunnel(box), rules)))
     assert result.returncode == 0, result.stderr
     assert ids(box, "Kunden/Müller & Söhne") == ["<u1@t>"]
+
+
+def test_copy_into_the_folder_being_read_adds_no_copy(dovecot_preauth, tmp_path, run_cli):
+    """``copy: INBOX`` (or a template that renders to it) while reading INBOX would be new
+    mail on the next run, copied again: it is skipped with one warning per run."""
+    box = dovecot_preauth
+    rules = """
+    - {name: self, then: [{copy: inbox}]}
+    - {name: rendered, then: [{copy: "{subject}"}]}
+    """
+    cfg = config(tmp_path, tunnel(box), rules, extra="existing: process\n")
+    box.append("INBOX", message("a1", "a@b.example", "INBOX"))
+    box.append("INBOX", message("a2", "a@b.example", "INBOX"))
+
+    first = run_cli("run", "--once", "-c", str(cfg))
+    second = run_cli("run", "--once", "-c", str(cfg))
+
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert ids(box, "INBOX") == ["<a1@t>", "<a2@t>"]
+    assert "0 new messages" in second.stdout
+    assert first.stderr.count("the folder the message is in: nothing to do") == 1

@@ -572,7 +572,7 @@ def _rule(raw: Any, path: Path, check: Checker, accounts: dict[str, Account]) ->
                         at,
                         f"{check.where(path)}.then[{i}]: copies into {act.folder.text}, the "
                         "folder it reads: a copy there would be new mail on the next run; "
-                        "Maildir accounts skip it",
+                        "mailrules skips it",
                     )
     _warn_option_injection(raw, actions, path, check)
     return Rule(model.name, condition, actions, model.accounts, model.folders, model.enabled)

@@ -189,6 +189,7 @@ class ImapMailbox:
         self._readonly = False  # the selected folder was EXAMINEd (an IDLE watcher's)
         self.uidnext_seen: dict[str, int] = {}  # folder -> UIDNEXT its last scan went up to
         self._warned_uidplus = False
+        self._warned_self_copy: set[str] = set()  # folders a copy into itself was skipped in
         self._fetches = 0  # streamed FETCHes so far: their tags
         self._searches = 0  # narrowing SEARCHes so far: their tags
         # (folder, uid, reason) of messages the server could not send (see _fetch_isolating)
@@ -927,7 +928,23 @@ class ImapMailbox:
         return results
 
     def copy(self, refs: list[MessageRef], dest: str) -> list[Result]:
+        if refs and self._same_folder(refs[0].folder, dest):
+            # A copy next to itself would be new mail on the next run, copied again.
+            if refs[0].folder not in self._warned_self_copy:
+                self._warned_self_copy.add(refs[0].folder)
+                log.warning(
+                    "%s: copy into %s, the folder the message is in: nothing to do",
+                    self.label,
+                    dest,
+                )
+            return [None] * len(refs)
         return self._transfer(refs, dest, "COPY")
+
+    def _same_folder(self, a: str, b: str) -> bool:
+        try:
+            return self.server_name(a) == self.server_name(b)
+        except FolderError:
+            return False  # the action itself reports the bad name
 
     def _expunge(self, refs: list[MessageRef]) -> list[Result]:
         """STORE \\Deleted on exactly these UIDs, then UID EXPUNGE them (never EXPUNGE)."""
