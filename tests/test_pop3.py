@@ -456,3 +456,23 @@ def test_a_reused_uidl_never_overwrites_the_message_fetched_before(quirky, run_c
     assert "1 new message" in two.stdout  # not taken for the deleted one and deleted unread
     assert local_messages(tmp_path / "Local") == sorted([first, second])
     assert quirky.messages == []
+
+
+@dovecot_only
+@pytest.mark.parametrize(("security", "port"), [("starttls", "port"), ("tls", "tls_port")])
+def test_a_wrong_ca_file_is_named_and_not_called_a_missing_one(
+    daemon, run_cli, tmp_path, security, port
+):
+    from tests.dovecot import _Certificate
+
+    _, info = daemon
+    (tmp_path / "other").mkdir()
+    other_ca = _Certificate(tmp_path / "other").cert  # a self-signed one, not the server's
+    pop3 = {"host": "127.0.0.1", "port": info[port], "security": security,
+            "username": "me", "password": "secret", "ca_file": str(other_ca)}  # fmt: skip
+    result = run(run_cli, write_config(tmp_path, pop3))
+    assert result.returncode == 3
+    assert f"certificate is not trusted: it did not verify against ca_file {other_ca}" in (
+        result.stderr
+    )
+    assert "set ca_file" not in result.stderr

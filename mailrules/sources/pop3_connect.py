@@ -93,7 +93,7 @@ class Connector:
                 sock = tcp.connect(s.host, port, self.timeout, self.label)
                 if s.security == "tls":
                     context = tls.make_context(s.ca_file, s.fingerprint)
-                    sock = tls.wrap(sock, context, s.host, s.fingerprint, self.label)
+                    sock = tls.wrap(sock, context, s.host, s.fingerprint, self.label, s.ca_file)
             session = Session(sock, s.host or "")
             self._session = session
             self._setup(session)
@@ -127,7 +127,9 @@ class Connector:
                 )
             context = tls.make_context(s.ca_file, s.fingerprint)
             plain = session.starttls()
-            session.use_socket(tls.wrap(plain, context, s.host, s.fingerprint, self.label))
+            session.use_socket(
+                tls.wrap(plain, context, s.host, s.fingerprint, self.label, s.ca_file)
+            )
             caps = session.capabilities()
         if not (s.tunnel and s.preauth):
             self._login(session)
