@@ -186,7 +186,8 @@ class Quirky(socketserver.ThreadingTCPServer):
     line count, DELE deletes at once and renumbers the rest, and ``drop_retr`` makes
     the next RETR of that message number stop half-way and close the connection.
     ``uidl_by_number`` makes UIDL answer each message's number, as servers that reuse a
-    UIDL once its message is deleted do.
+    UIDL once its message is deleted do. ``echo_auth`` refuses every AUTH, quoting what
+    the client sent, as a careless server's error does.
     USER/PASS, APOP and AUTH XOAUTH2 are accepted for user ``me``.
     """
 
@@ -198,6 +199,7 @@ class Quirky(socketserver.ThreadingTCPServer):
         self.messages = list(messages)
         self.drop_retr: int | None = None
         self.uidl_by_number = False
+        self.echo_auth = False
         self.commands: list[str] = []
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -222,7 +224,9 @@ class _QuirkyHandler(socketserver.StreamRequestHandler):
             self.server.commands.append(cmd)
             msgs = self.server.messages
             n = int(args[0]) if args and args[0].isdigit() else 0
-            if cmd in ("USER", "PASS", "NOOP", "RSET"):
+            if cmd == "AUTH" and self.server.echo_auth:
+                self.err(f"cannot decode {' '.join(args)}")
+            elif cmd in ("USER", "PASS", "NOOP", "RSET"):
                 self.ok()
             elif cmd == "APOP":
                 good = hashlib.md5(stamp + b"secret").hexdigest()

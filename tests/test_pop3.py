@@ -476,3 +476,25 @@ def test_a_wrong_ca_file_is_named_and_not_called_a_missing_one(
         result.stderr
     )
     assert "set ca_file" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "blob"),
+    [
+        ({"auth": "plain"}, b"\0me\0secret"),
+        (
+            {"password": None, "oauth2_token_command": ["echo", "tok-123"]},
+            b"user=me\x01auth=Bearer tok-123\x01\x01",
+        ),
+    ],
+)
+def test_a_server_echoing_the_sasl_login_shows_no_secret(quirky, run_cli, tmp_path, settings, blob):
+    import base64
+
+    quirky.echo_auth = True
+    result = run(run_cli, quirky_config(tmp_path, quirky, **settings))
+    assert result.returncode == 3
+    assert "cannot decode" in result.stderr and "***" in result.stderr
+    assert base64.b64encode(blob).decode() not in result.stderr
+    for secret in ("secret", "tok-123"):
+        assert secret not in result.stderr

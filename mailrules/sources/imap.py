@@ -42,6 +42,7 @@ from mailrules.config.model import ImapModel
 from mailrules.errors import CredentialError, FolderError, SourceError
 from mailrules.interning import Pool
 from mailrules.message import MessageView, Summary
+from mailrules.secrets import remember_login, remember_oauth
 from mailrules.sources.base import Known, MessageRef, Result, Scan
 from mailrules.sources.imap_fetch import FetchError, fetch_stream
 from mailrules.sources.imap_search import SearchRefused, encode_search, run_search
@@ -309,13 +310,16 @@ class ImapMailbox:
                 token = SecretSource(command=tuple(s.oauth2_token_command)).read(
                     f"{self.account}: oauth2_token_command"
                 )
+                remember_oauth(user, token)  # XOAUTH2 and OAUTHBEARER: base64 on the wire
                 if s.oauth2_mechanism == "oauthbearer":
                     client.oauthbearer_login(user, token)
                 else:
                     client.oauth2_login(user, token)
                 return
             source = SecretSource.password_of(s)
-            client.login(user, source.read(f"{self.account}: password from {source.describe()}"))
+            password = source.read(f"{self.account}: password from {source.describe()}")
+            remember_login(user, password)
+            client.login(user, password)
         except CredentialError as exc:
             raise SourceError(str(exc)) from None
         except LoginError as exc:
