@@ -140,7 +140,9 @@ class Pop3Mailbox(Connector):
             with self._talk("QUIT") as session:
                 session.quit()
             if self._state is not None and not self._dry_run:
-                if deleted:  # gone from the server: a server may give a new message its UIDL
+                # Gone from the server, which may give a new message the same UIDL. (Not a
+                # digest identity: an identical message still there may now take it.)
+                if deleted and not self._digest_mode:
                     self._state.forget_pop3(self.account, deleted)
                     self._state.commit(self.account, VALIDITY, {}, {"INBOX": sorted(deleted)}, [])
                 self._remember_poll(deleted)
