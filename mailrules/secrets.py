@@ -189,6 +189,20 @@ def remember_login(user: str, password: str) -> None:
         remember(base64.b64encode(blob.encode()).decode("ascii"))
 
 
+def remember_oauth(user: str, token: str) -> None:
+    """Treat an OAuth2 access token and its SASL forms (XOAUTH2, OAUTHBEARER, both base64
+    on the wire) as secret."""
+    if not token:
+        return
+    remember(token)
+    gs2 = "n,a=" + user.replace("=", "=3D").replace(",", "=2C") + "," if user else "n,,"
+    for blob in (
+        f"user={user}\x01auth=Bearer {token}\x01\x01",
+        f"{gs2}\x01auth=Bearer {token}\x01\x01",
+    ):
+        remember(base64.b64encode(blob.encode()).decode("ascii"))
+
+
 def remember_url(url: str) -> None:
     """Treat a URL as secret: itself, its password and the Basic auth made of it, its path
     (tokens often live there: /services/T0/B0/XXXX), its query, each decoded too."""

@@ -579,8 +579,8 @@ class Service:
     def _succeeded(self, rt: AccountRuntime, state: State, started: float, report: Report) -> None:
         status = rt.status
         log.debug("%s: run done, %d new", rt.name, report.new)
-        for note in report.notes:
-            log.info("%s", note)
+        for note in report.notes:  # a first-run baseline or a UIDVALIDITY reset: say so
+            log.warning("%s", note)
         if status.failures:
             log.info("%s: working again after %d failed run(s)", rt.name, status.failures)
         with contextlib.suppress(Exception):

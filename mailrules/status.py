@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mailrules import lock
+from mailrules.printable import printable
 from mailrules.state import ServiceStatus, State
 
 
@@ -113,24 +114,29 @@ def render(report: dict[str, Any]) -> list[str]:
     for entry in report["accounts"]:
         lines.append(f"account {entry['name']}: {times(entry)}")
         if entry["detail"]:
-            lines.append(f"  schedule: {entry['detail']}")
+            lines.append(f"  schedule: {printable(entry['detail'])}")
         if entry["last_error"]:
-            lines.append(f"  last error {_when(entry['last_error_at'])}: {entry['last_error']}")
+            lines.append(_last_error("  ", entry))
         for idle in entry["idle"]:
-            state = idle["detail"] if running else "not connected (service not running)"
-            line = f"  IDLE {idle['folder']}: {state}"
+            state = printable(idle["detail"]) if running else "not connected (service not running)"
+            line = f"  IDLE {printable(idle['folder'])}: {state}"
             if running and idle["next_run"]:
                 line += f" at {_when(idle['next_run'])}"
             lines.append(line)
             if idle["last_error"]:
-                lines.append(f"    last error {_when(idle['last_error_at'])}: {idle['last_error']}")
+                lines.append(_last_error("    ", idle))
     for entry in report["jobs"]:
         lines.append(f"job {entry['name']}: {times(entry, 'run')}")
         if entry.get("info"):
-            lines.append(f"  {entry['info']}")
+            lines.append(f"  {printable(entry['info'])}")
         if entry["last_error"]:
-            lines.append(f"  last error {_when(entry['last_error_at'])}: {entry['last_error']}")
+            lines.append(_last_error("  ", entry))
     return lines
+
+
+def _last_error(indent: str, entry: dict[str, Any]) -> str:
+    """A stored error, escaped: it may quote a server, a command or a message."""
+    return f"{indent}last error {_when(entry['last_error_at'])}: {printable(entry['last_error'])}"
 
 
 def _when(iso: str | None) -> str:

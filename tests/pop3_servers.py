@@ -185,6 +185,9 @@ class Quirky(socketserver.ThreadingTCPServer):
     No CAPA and no UIDL (both answer -ERR), TOP sends the whole message whatever the
     line count, DELE deletes at once and renumbers the rest, and ``drop_retr`` makes
     the next RETR of that message number stop half-way and close the connection.
+    ``uidl_by_number`` makes UIDL answer each message's number, as servers that reuse a
+    UIDL once its message is deleted do. ``echo_auth`` refuses every AUTH, quoting what
+    the client sent, as a careless server's error does.
     USER/PASS, APOP and AUTH XOAUTH2 are accepted for user ``me``.
     """
 
@@ -195,6 +198,8 @@ class Quirky(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", 0), _QuirkyHandler)
         self.messages = list(messages)
         self.drop_retr: int | None = None
+        self.uidl_by_number = False
+        self.echo_auth = False
         self.commands: list[str] = []
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -219,7 +224,9 @@ class _QuirkyHandler(socketserver.StreamRequestHandler):
             self.server.commands.append(cmd)
             msgs = self.server.messages
             n = int(args[0]) if args and args[0].isdigit() else 0
-            if cmd in ("USER", "PASS", "NOOP", "RSET"):
+            if cmd == "AUTH" and self.server.echo_auth:
+                self.err(f"cannot decode {' '.join(args)}")
+            elif cmd in ("USER", "PASS", "NOOP", "RSET"):
                 self.ok()
             elif cmd == "APOP":
                 good = hashlib.md5(stamp + b"secret").hexdigest()
@@ -232,6 +239,8 @@ class _QuirkyHandler(socketserver.StreamRequestHandler):
             elif cmd == "LIST":
                 sizes = [(i, len(m) + m.count(b"\n")) for i, m in enumerate(msgs, 1)]
                 self.ok(body="".join(f"{i} {size}\r\n" for i, size in sizes).encode())
+            elif cmd == "UIDL" and self.server.uidl_by_number and not args:
+                self.ok(body="".join(f"{i} {i}\r\n" for i in range(1, len(msgs) + 1)).encode())
             elif cmd in ("RETR", "TOP") and 1 <= n <= len(msgs):
                 data = stuffed(msgs[n - 1])
                 if cmd == "RETR" and self.server.drop_retr == n:

@@ -251,3 +251,34 @@ def test_schema_is_json_schema_with_every_condition_and_action(run_cli):
     for name in ("move", "copy", "delete", "flag", "mark_read", "deliver", "run", "stop"):
         assert f'"{name}"' in actions
     assert "additionalProperties" in json.dumps(schema["$defs"]["AccountModel"])
+
+
+def test_paths_expand_the_same_in_accounts_and_deliver(run_cli, tmp_path):
+    """``~`` and ``${VAR}`` mean the same in ``maildir``, ``deliver_to`` and ``deliver``:
+    an unset variable is the same error at each, a set one the same directory."""
+    text = (
+        "accounts:\n"
+        "  a: {maildir: '${MR_UNSET_ONE}/Mail'}\n"
+        "  p: {pop3: {host: pop.example, username: u, password: x}, "
+        "deliver_to: '$MR_UNSET_TWO/Local'}\n"
+        "rules:\n"
+        "  - {name: d, accounts: [a], then: [{deliver: '${MR_UNSET_THREE}/Backup'}]}\n"
+    )
+    found = errors(check(run_cli, tmp_path, text)[0])
+    for name in ("MR_UNSET_ONE", "MR_UNSET_TWO", "MR_UNSET_THREE"):
+        assert any(f"environment variable {name} is not set" in e for e in found), found
+
+    home = tmp_path / "home"
+    (home / "Mail" / "cur").mkdir(parents=True)
+    for sub in ("new", "tmp"):
+        (home / "Mail" / sub).mkdir()
+    (tmp_path / "rules.yaml").write_text(
+        "accounts:\n  a: {maildir: ~/Mail, existing: process}\n"
+        "rules:\n  - {name: d, then: [{deliver: '${HOME}/Backup'}]}\n"
+    )
+    (home / "Mail" / "new" / "1.M1P1.host").write_bytes(b"Subject: x\n\nbody\n")
+    result = run_cli("run", "--once", "-c", str(tmp_path / "rules.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert [p.read_bytes() for p in (home / "Backup" / "new").iterdir()] == [
+        b"Subject: x\n\nbody\n"
+    ]

@@ -474,3 +474,66 @@ def test_without_utf8_accept_names_go_as_modified_utf7(dovecot_preauth, tmp_path
     result = run_cli("run", "--once", "--all", "-c", str(config(tmp_path, tunnel(box), rules)))
     assert result.returncode == 0, result.stderr
     assert ids(box, "Kunden/Müller & Söhne") == ["<u1@t>"]
+
+
+def test_copy_into_the_folder_being_read_adds_no_copy(dovecot_preauth, tmp_path, run_cli):
+    """``copy: INBOX`` (or a template that renders to it) while reading INBOX would be new
+    mail on the next run, copied again: it is skipped with one warning per run."""
+    box = dovecot_preauth
+    rules = """
+    - {name: self, then: [{copy: inbox}]}
+    - {name: rendered, then: [{copy: "{subject}"}]}
+    """
+    cfg = config(tmp_path, tunnel(box), rules, extra="existing: process\n")
+    box.append("INBOX", message("a1", "a@b.example", "INBOX"))
+    box.append("INBOX", message("a2", "a@b.example", "INBOX"))
+
+    first = run_cli("run", "--once", "-c", str(cfg))
+    second = run_cli("run", "--once", "-c", str(cfg))
+
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert ids(box, "INBOX") == ["<a1@t>", "<a2@t>"]
+    assert "0 new messages" in second.stdout
+    assert first.stderr.count("the folder the message is in: nothing to do") == 1
+
+
+ECHO_SERVER = r"""
+import sys
+out = sys.stdout.buffer
+CAPS = b"CAPABILITY IMAP4rev1 AUTH=XOAUTH2 AUTH=OAUTHBEARER"
+out.write(b"* OK [" + CAPS + b"] careless\r\n")
+out.flush()
+for line in sys.stdin.buffer:
+    tag, _, rest = line.rstrip(b"\r\n").partition(b" ")
+    if rest.upper().startswith(b"CAPABILITY"):
+        out.write(b"* " + CAPS + b"\r\n" + tag + b" OK done\r\n")
+    elif rest.upper().startswith(b"AUTHENTICATE"):
+        out.write(b"+ \r\n")
+        out.flush()
+        blob = sys.stdin.buffer.readline().rstrip(b"\r\n")
+        out.write(tag + b" NO cannot decode " + blob + b"\r\n")
+    else:
+        out.write(tag + b" BAD what\r\n")
+    out.flush()
+"""
+
+
+@pytest.mark.parametrize("mechanism", ["xoauth2", "oauthbearer"])
+def test_a_server_echoing_the_sasl_login_shows_no_secret(tmp_path, run_cli, mechanism):
+    import base64
+    import sys
+
+    script = tmp_path / "echo_server.py"
+    script.write_text(ECHO_SERVER)
+    imap = flow(
+        tunnel=[sys.executable, str(script)],
+        username="me",
+        oauth2_token_command=["echo", "tok-secret-123"],
+        oauth2_mechanism=mechanism,
+    )
+    result = run_cli("run", "--once", "-c", str(config(tmp_path, imap)))
+    assert result.returncode == 3, result.stderr
+    assert "cannot decode ***" in result.stderr
+    assert "tok-secret-123" not in result.stderr
+    xoauth2 = base64.b64encode(b"user=me\x01auth=Bearer tok-secret-123\x01\x01").decode()
+    assert xoauth2 not in result.stderr

@@ -94,6 +94,30 @@ def test_set_flags_never_renames_onto_another_message(maildir, write_config, run
     assert all(p.name.endswith(":2,S") for p in maildir.files())
 
 
+def test_two_messages_with_one_unique_name_in_a_folder_are_both_processed(
+    maildir, write_config, run_cli
+):
+    """new/X and cur/X:2,S are two messages: each is acted on once, neither is skipped as
+    seen, and the next run acts on neither again."""
+    config = write_config("- {name: all, then: [{copy: Kept}, {flag: flagged}]}\n")
+    assert run(run_cli, config).returncode == 0  # the first-run baseline: an empty INBOX
+    a, b = msg(1, "unread one"), msg(2, "read one")
+    put(maildir.root, "new", "1700000001.M1P1.host", a)
+    put(maildir.root, "cur", "1700000001.M1P1.host:2,S", b)
+
+    result = run(run_cli, config)
+
+    assert result.returncode == 0, result.stderr
+    assert "2 new messages" in result.stdout
+    assert bodies(maildir, "Kept") == sorted([a, b])
+    assert bodies(maildir) == sorted([a, b])
+    assert all("F" in p.name.partition(":2,")[2] for p in maildir.files())
+    again = run(run_cli, config)
+    assert again.returncode == 0, again.stderr
+    assert "0 new messages" in again.stdout
+    assert bodies(maildir, "Kept") == sorted([a, b])
+
+
 # -- 2. a copy into the folder being processed -----------------------------------------
 
 

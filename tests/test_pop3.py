@@ -433,3 +433,68 @@ def test_deliver_on_a_pop3_account_writes_into_deliver_to(run_cli, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert local_messages(tmp_path / "Local") == [message(1)]
+
+
+def test_a_reused_uidl_never_overwrites_the_message_fetched_before(quirky, run_cli, tmp_path):
+    """A server that hands a deleted message's UIDL to a new one of the same size: the new
+    message is fetched (not deleted unread as if it were the old one) into its own local
+    file, and the first one (still unread in new/) stays."""
+    first, second = message(1, body=b"first body\n"), message(1, body=b"other body\n")
+    quirky.uidl_by_number = True
+    quirky.messages[:] = [first]
+    settings = {"host": "127.0.0.1", "port": quirky.port, "security": "plain"}
+    settings |= {"username": "me", "password": "secret"}
+    config = write_config(tmp_path, settings, existing="process", delete_after_delivery=True)
+
+    one = run(run_cli, config)
+    assert one.returncode == 0, one.stderr
+    assert quirky.messages == []
+    quirky.messages.append(second)  # UIDL "1" again, the same size
+    two = run(run_cli, config)
+
+    assert two.returncode == 0, two.stderr
+    assert "1 new message" in two.stdout  # not taken for the deleted one and deleted unread
+    assert local_messages(tmp_path / "Local") == sorted([first, second])
+    assert quirky.messages == []
+
+
+@dovecot_only
+@pytest.mark.parametrize(("security", "port"), [("starttls", "port"), ("tls", "tls_port")])
+def test_a_wrong_ca_file_is_named_and_not_called_a_missing_one(
+    daemon, run_cli, tmp_path, security, port
+):
+    from tests.dovecot import _Certificate
+
+    _, info = daemon
+    (tmp_path / "other").mkdir()
+    other_ca = _Certificate(tmp_path / "other").cert  # a self-signed one, not the server's
+    pop3 = {"host": "127.0.0.1", "port": info[port], "security": security,
+            "username": "me", "password": "secret", "ca_file": str(other_ca)}  # fmt: skip
+    result = run(run_cli, write_config(tmp_path, pop3))
+    assert result.returncode == 3
+    assert f"certificate is not trusted: it did not verify against ca_file {other_ca}" in (
+        result.stderr
+    )
+    assert "set ca_file" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("settings", "blob"),
+    [
+        ({"auth": "plain"}, b"\0me\0secret"),
+        (
+            {"password": None, "oauth2_token_command": ["echo", "tok-123"]},
+            b"user=me\x01auth=Bearer tok-123\x01\x01",
+        ),
+    ],
+)
+def test_a_server_echoing_the_sasl_login_shows_no_secret(quirky, run_cli, tmp_path, settings, blob):
+    import base64
+
+    quirky.echo_auth = True
+    result = run(run_cli, quirky_config(tmp_path, quirky, **settings))
+    assert result.returncode == 3
+    assert "cannot decode" in result.stderr and "***" in result.stderr
+    assert base64.b64encode(blob).decode() not in result.stderr
+    for secret in ("secret", "tok-123"):
+        assert secret not in result.stderr

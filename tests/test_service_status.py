@@ -216,3 +216,34 @@ def test_journald_gets_priority_prefixes_only_on_its_own_stream(tmp_path, env, f
         assert json.loads(plain_line)["message"] == "careful"
     else:
         assert journal_line == "<4>mailrules.x: careful"
+
+
+def test_service_warns_of_a_new_baseline_and_status_escapes_stored_errors(
+    maildir, tmp_path, env, run_cli
+):
+    """The service's first run records existing mail as seen without acting: a warning,
+    as with run --once. A stored error holding control characters is shown escaped."""
+    maildir.add(subject="already here")
+    config = tmp_path / "rules.yaml"
+    config.write_text(
+        "accounts:\n"
+        f"  local: {{maildir: {maildir.root}, schedule: {{every: 1h}}}}\n"
+        '  broken: {imap: {tunnel: ["/nonexistent/\\e[2J\\rfake"]}, schedule: {every: 1h}}\n'
+        "rules: []\n"
+    )
+    service = ServiceProcess(config, tmp_path / "state", env)
+    try:
+        service.wait_log("recorded as seen")
+        service.wait_log("cannot start tunnel")
+        (line,) = [ln for ln in service.output.splitlines() if "recorded as seen" in ln]
+        assert "WARNING" in line and "local/INBOX: first run, 1 messages" in line
+
+        def stored_error() -> str:
+            text = run_cli("status", "--state-dir", str(tmp_path / "state")).stdout
+            return text if "last error" in text else ""
+
+        text = wait_until(stored_error, 10, "the stored error")
+        assert "\x1b" not in text and "\r" not in text
+        assert "\\x1b[2J\\rfake" in text
+    finally:
+        service.stop()

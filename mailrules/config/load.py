@@ -10,8 +10,6 @@ Every problem is collected and raised together as one ConfigError, each as
 from __future__ import annotations
 
 import ipaddress
-import os
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -19,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from mailrules.config.expand import expand_path
 from mailrules.config.find import discover
 from mailrules.config.model import (
     AccountModel,
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
     from mailrules.notify.config import Notifier
 
 MAX_CONFIG_BYTES = 4 << 20  # a real config is a few KiB
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass
@@ -280,23 +278,6 @@ def _fields_at(model: Any, rel: Path) -> list[str]:
     return list(target.model_fields) if target is not None else []
 
 
-def _expand(value: str, path: Path, check: Checker) -> str | None:
-    missing = []
-
-    def sub(found: re.Match[str]) -> str:
-        name = found.group(1) or found.group(2)
-        if name not in os.environ:
-            missing.append(name)
-            return ""
-        return os.environ[name]
-
-    expanded = os.path.expanduser(_VAR.sub(sub, value))
-    if missing:
-        check.error(path, f"{check.where(path)}: environment variable {missing[0]} is not set")
-        return None
-    return os.path.abspath(expanded)
-
-
 def _accounts(data: dict[str, Any], check: Checker) -> dict[str, Account]:
     if "accounts" not in data:
         check.error((), "missing required key 'accounts': name at least one mail account")
@@ -336,7 +317,7 @@ def _accounts(data: dict[str, Any], check: Checker) -> dict[str, Account]:
         if not _pop3_account_ok(settings, account, base, check):
             continue
         if settings.maildir is not None:
-            account.root = _expand(settings.maildir, (*base, "maildir"), check)
+            account.root = expand_path(settings.maildir, (*base, "maildir"), check)
             if account.root is None:
                 continue
         elif settings.imap is not None:
@@ -425,7 +406,7 @@ def _pop3_account_ok(settings: AccountModel, account: Account, base: Path, check
             "delivered into",
         )
     else:
-        account.root = _expand(settings.deliver_to, (*base, "deliver_to"), check)
+        account.root = expand_path(settings.deliver_to, (*base, "deliver_to"), check)
     if settings.delete_after is not None:
         account.delete_after = check.duration(settings.delete_after, (*base, "delete_after"))
     if [f.upper() for f in settings.folders] != ["INBOX"]:
@@ -572,7 +553,7 @@ def _rule(raw: Any, path: Path, check: Checker, accounts: dict[str, Account]) ->
                         at,
                         f"{check.where(path)}.then[{i}]: copies into {act.folder.text}, the "
                         "folder it reads: a copy there would be new mail on the next run; "
-                        "Maildir accounts skip it",
+                        "mailrules skips it",
                     )
     _warn_option_injection(raw, actions, path, check)
     return Rule(model.name, condition, actions, model.accounts, model.folders, model.enabled)

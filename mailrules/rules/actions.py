@@ -11,12 +11,11 @@ Actions that need the source to support something (moving, flags) name it in
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mailrules.config.expand import expand_path
 from mailrules.config.yaml_loader import Path
 from mailrules.rules.checker import Checker, describe, did_you_mean
 from mailrules.rules.conditions import parse_argv, parse_flag_names, parse_keyword_names
@@ -124,28 +123,6 @@ def parse_template(value: Any, path: Path, check: Checker, what: str) -> Templat
     except TemplateError as exc:
         check.error(path, f"{check.where(path)}: {exc}")
         return None
-
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
-
-
-def expand_path(value: str, path: Path, check: Checker) -> str | None:
-    """``~`` and ``${VAR}`` / ``$VAR`` expanded, as for an account's ``maildir``; a
-    variable that is not set is a config error. Relative paths are made absolute."""
-    missing: list[str] = []
-
-    def sub(found: re.Match[str]) -> str:
-        name = found.group(1) or found.group(2)
-        if name not in os.environ:
-            missing.append(name)
-            return ""
-        return os.environ[name].replace("{", "{{").replace("}", "}}")
-
-    expanded = os.path.expanduser(_VAR.sub(sub, value))
-    if missing:
-        check.error(path, f"{check.where(path)}: environment variable {missing[0]} is not set")
-        return None
-    return os.path.abspath(expanded) if expanded else expanded
 
 
 def parse_actions(value: Any, path: Path, check: Checker) -> list[Action] | None:
@@ -337,7 +314,7 @@ def _deliver(value: Any, path: Path, check: Checker) -> Action | None:
             if folder_t is None:
                 return None
     if isinstance(path_value, str):
-        path_value = expand_path(path_value, path_at, check)
+        path_value = expand_path(path_value, path_at, check, template=True)
         if path_value is None:
             return None
     target = parse_template(path_value, path_at, check, "a Maildir path")

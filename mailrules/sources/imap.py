@@ -42,6 +42,7 @@ from mailrules.config.model import ImapModel
 from mailrules.errors import CredentialError, FolderError, SourceError
 from mailrules.interning import Pool
 from mailrules.message import MessageView, Summary
+from mailrules.secrets import remember_login, remember_oauth
 from mailrules.sources.base import Known, MessageRef, Result, Scan
 from mailrules.sources.imap_fetch import FetchError, fetch_stream
 from mailrules.sources.imap_search import SearchRefused, encode_search, run_search
@@ -189,6 +190,7 @@ class ImapMailbox:
         self._readonly = False  # the selected folder was EXAMINEd (an IDLE watcher's)
         self.uidnext_seen: dict[str, int] = {}  # folder -> UIDNEXT its last scan went up to
         self._warned_uidplus = False
+        self._warned_self_copy: set[str] = set()  # folders a copy into itself was skipped in
         self._fetches = 0  # streamed FETCHes so far: their tags
         self._searches = 0  # narrowing SEARCHes so far: their tags
         # (folder, uid, reason) of messages the server could not send (see _fetch_isolating)
@@ -308,13 +310,16 @@ class ImapMailbox:
                 token = SecretSource(command=tuple(s.oauth2_token_command)).read(
                     f"{self.account}: oauth2_token_command"
                 )
+                remember_oauth(user, token)  # XOAUTH2 and OAUTHBEARER: base64 on the wire
                 if s.oauth2_mechanism == "oauthbearer":
                     client.oauthbearer_login(user, token)
                 else:
                     client.oauth2_login(user, token)
                 return
             source = SecretSource.password_of(s)
-            client.login(user, source.read(f"{self.account}: password from {source.describe()}"))
+            password = source.read(f"{self.account}: password from {source.describe()}")
+            remember_login(user, password)
+            client.login(user, password)
         except CredentialError as exc:
             raise SourceError(str(exc)) from None
         except LoginError as exc:
@@ -927,7 +932,23 @@ class ImapMailbox:
         return results
 
     def copy(self, refs: list[MessageRef], dest: str) -> list[Result]:
+        if refs and self._same_folder(refs[0].folder, dest):
+            # A copy next to itself would be new mail on the next run, copied again.
+            if refs[0].folder not in self._warned_self_copy:
+                self._warned_self_copy.add(refs[0].folder)
+                log.warning(
+                    "%s: copy into %s, the folder the message is in: nothing to do",
+                    self.label,
+                    dest,
+                )
+            return [None] * len(refs)
         return self._transfer(refs, dest, "COPY")
+
+    def _same_folder(self, a: str, b: str) -> bool:
+        try:
+            return self.server_name(a) == self.server_name(b)
+        except FolderError:
+            return False  # the action itself reports the bad name
 
     def _expunge(self, refs: list[MessageRef]) -> list[Result]:
         """STORE \\Deleted on exactly these UIDs, then UID EXPUNGE them (never EXPUNGE)."""

@@ -3,9 +3,9 @@
 A message's uid is the unique part of its file name (before ``:2,``), which stays the
 same when flags change. Moves link the file into the destination first, fsync that
 directory, and only then unlink the source: a crash at any point leaves the message
-in its old folder, its new one, or both, never neither. Flag changes are a single
-rename. New files are written in ``tmp/``, fsynced, then linked into ``new/`` or
-``cur/``.
+in its old folder, its new one, or both, never neither. Flag changes link the file
+under its new name, then unlink the old one. New files are written in ``tmp/``,
+fsynced, then linked into ``new/`` or ``cur/``.
 
 Folder layouts: ``maildir++`` (Dovecot's and Courier's default: ``Work/Clients`` is
 ``.Work.Clients``) and ``fs`` (``Work/Clients`` is ``Work/Clients/``, as mbsync's
@@ -16,9 +16,11 @@ imported by a tool that numbers per folder, or copied with ``cp``). Before a fil
 the wanted name is taken as "the earlier copy", its content is compared (size, then
 SHA-256); a different message there makes the new one take another name. Nothing is
 ever renamed onto an existing file: links fail on an existing name, and renames are
-link-then-unlink. Only regular files are read (``O_NOFOLLOW``, then ``fstat``): a FIFO,
-device or symlink in ``new/`` or ``cur/`` is skipped with a warning, and a folder that
-is a link to somewhere outside the tree is refused.
+link-then-unlink. Two different files with one unique name in a folder (``new/X`` and
+``cur/X:2,S``) are both listed: the second under ``X.X<12 hex digits of its SHA-256>``,
+the name it takes when its flags change. Only regular files are read (``O_NOFOLLOW``,
+then ``fstat``): a FIFO, device or symlink in ``new/`` or ``cur/`` is skipped with a
+warning, and a folder that is a link to somewhere outside the tree is refused.
 """
 
 from __future__ import annotations
@@ -408,7 +410,10 @@ class Maildir:
                             _skip(entry)
                             continue
                         unique = split_name(entry.name)[0]
-                        refs.setdefault(unique, MessageRef(folder, unique, entry.path))
+                        if unique not in refs:
+                            refs[unique] = MessageRef(folder, unique, entry.path)
+                        else:
+                            _add_namesake(refs, folder, unique, entry.path)
             except OSError as exc:
                 raise SourceError(f"cannot list {path}/{sub}: {exc.strerror}") from None
         return Listing(VALIDITY, refs)
@@ -446,13 +451,19 @@ class Maildir:
     def _find(self, ref: MessageRef) -> str | None:
         """The current path of a message whose file was renamed by another program."""
         path = self.folder_dir(ref.folder)
+        namesake = _NAMESAKE.fullmatch(ref.uid)
         for sub in ("cur", "new"):
             with contextlib.suppress(OSError), os.scandir(os.path.join(path, sub)) as entries:
                 for entry in entries:
-                    if split_name(entry.name)[0] == ref.uid and entry.is_file(
-                        follow_symlinks=False
-                    ):
+                    unique = split_name(entry.name)[0]
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                    if unique == ref.uid:
                         return entry.path
+                    if namesake and unique == namesake[1]:
+                        with contextlib.suppress(OSError):
+                            if _digest(entry.path)[:12] == namesake[2]:
+                                return entry.path
         return None
 
     def views(
@@ -742,6 +753,8 @@ class Maildir:
             letters = "".join(sorted((set(info) | add_letters) - remove_letters))
             if os.path.join(cur, f"{unique}:2,{letters}") == src:
                 return
+            if _NAMESAKE.fullmatch(ref.uid) and unique != ref.uid:
+                unique = ref.uid  # the file takes the distinct name its ref already has
             target = _rename_noreplace(src, cur, unique, letters)
             ref.location = target
             ref.uid = split_name(os.path.basename(target))[0]
@@ -754,6 +767,33 @@ class Maildir:
 
     def close(self) -> None:
         return None
+
+
+# The ref of a second file with a unique name already listed: the name plus the start of
+# its content's SHA-256, as _other_names would rename it (see _add_namesake).
+_NAMESAKE = re.compile(r"(.+)\.X([0-9a-f]{12})")
+
+
+def _add_namesake(refs: dict[str, MessageRef], folder: str, unique: str, path: str) -> None:
+    """A second file whose unique name is already listed (``new/X`` and ``cur/X:2,S``):
+    another message, or the same one linked twice. Another message is listed under a ref
+    of its own, derived from its content so that it is the same on every run; the file
+    listed first (new/ before cur/, then by name) keeps the plain name. This reads the
+    file, so it costs something only when names collide."""
+    first = refs[unique]
+    if same_content(first.location, path):
+        return
+    keep, other = first.location, path
+    if os.path.dirname(keep) == os.path.dirname(other) and other < keep:  # same sub: by name
+        keep, other = other, keep
+        refs[unique] = MessageRef(folder, unique, keep)
+    try:
+        uid = f"{unique}.X{_digest(other)[:12]}"
+    except OSError:
+        return  # vanished or unreadable now: listed again on the next run
+    if uid not in refs:
+        refs[uid] = MessageRef(folder, uid, other)
+        log.info("%s: %s and %s share a unique name; the second is %s", folder, keep, other, uid)
 
 
 def _candidates(unique: str, src: str) -> Iterator[str]:
@@ -785,6 +825,34 @@ def _rename_noreplace(src: str, cur: str, unique: str, letters: str) -> str:
         os.unlink(src)
         return target
     raise FileExistsError(errno.EEXIST, "no free file name for the message", src)
+
+
+def link_new(tmp: str, new_dir: str, unique: str) -> str:
+    """Put a written and fsynced ``tmp`` file into ``new_dir`` as ``unique`` (or, when
+    another message has that name, as a name derived from its content, then a fresh
+    one); unlink ``tmp``; return the name used. Never replaces a file: the same message
+    already there (a retry after a crash) is the result and nothing is added."""
+    try:
+        for name in _candidates(unique, tmp):
+            target = os.path.join(new_dir, name)
+            try:
+                os.link(tmp, target, follow_symlinks=False)
+            except FileExistsError:
+                if not same_content(tmp, target):
+                    continue
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EMLINK, errno.EXDEV):
+                    raise
+                if os.path.lexists(target):  # no hard links here: check, then rename
+                    if same_content(tmp, target):
+                        return name
+                    continue
+                os.rename(tmp, target)
+            return name
+        raise FileExistsError(errno.EEXIST, "no free file name for the message", tmp)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def _failure(exc: Exception, text: str) -> Result:

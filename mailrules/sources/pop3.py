@@ -15,9 +15,10 @@ LIST (a mismatch is logged; after the first one the server's counts are not trus
 What a rule can do: ``deliver`` (into any Maildir; the message then does not also go
 into deliver_to's INBOX), ``delete`` (from the server; the local copy goes to
 deliver_to's Trash unless ``expunge: true``), ``run`` and ``stop``. The rest goes into
-deliver_to's INBOX (``settle``). Local files are written to tmp/, fsynced, renamed
+deliver_to's INBOX (``settle``). Local files are written to tmp/, fsynced, linked
 into new/ under a name derived from the account and UIDL (so a retry after a crash
-replaces its own file instead of adding a second one), and new/ is fsynced.
+finds its own file instead of adding a second one; a different message with that name
+keeps it, and the new one takes another), and new/ is fsynced.
 
 Deletion (RFC 1939 s6: DELE takes effect at QUIT): only when the session ends, and only
 for messages whose delivery the state database has recorded: the ones a rule deleted,
@@ -43,7 +44,7 @@ from mailrules import failpoints
 from mailrules.errors import MailrulesError, SourceError
 from mailrules.message import MessageView, Summary, split_header_block
 from mailrules.sources.base import Known, MessageRef, Result, Scan
-from mailrules.sources.maildir import Maildir, fsync_dir
+from mailrules.sources.maildir import Maildir, fsync_dir, link_new
 from mailrules.sources.pop3_connect import Connector, _text
 from mailrules.sources.pop3_session import ProtocolError
 from mailrules.state import State
@@ -139,6 +140,11 @@ class Pop3Mailbox(Connector):
             with self._talk("QUIT") as session:
                 session.quit()
             if self._state is not None and not self._dry_run:
+                # Gone from the server, which may give a new message the same UIDL. (Not a
+                # digest identity: an identical message still there may now take it.)
+                if deleted and not self._digest_mode:
+                    self._state.forget_pop3(self.account, deleted)
+                    self._state.commit(self.account, VALIDITY, {}, {"INBOX": sorted(deleted)}, [])
                 self._remember_poll(deleted)
         except MailrulesError as exc:
             log.error("%s: %s", self.label, exc)
@@ -515,10 +521,12 @@ class Pop3Mailbox(Connector):
 
 
 def write_batch(folder_dir: str, messages: list[tuple[str, bytes]]) -> None:
-    """Deliver into a Maildir folder: all to tmp/, fsync each, rename into new/, fsync new/.
+    """Deliver into a Maildir folder: all to tmp/, fsync each, link into new/, fsync new/.
 
-    Names are given (derived from what the message is), so a retry after a crash
-    replaces the file it wrote before rather than adding a second copy. Writing the
+    Names are given (derived from what the message is), so a retry after a crash finds
+    the file it wrote before rather than adding a second copy. A different message that
+    already has the name keeps it (a server that reuses a deleted message's UIDL): this
+    one takes another name, and nothing is ever renamed onto a file. Writing the
     whole batch before the first fsync lets the file system commit them together.
     """
     tmp_dir, new_dir = os.path.join(folder_dir, "tmp"), os.path.join(folder_dir, "new")
@@ -526,7 +534,8 @@ def write_batch(folder_dir: str, messages: list[tuple[str, bytes]]) -> None:
     try:
         for unique, data in messages:
             path = os.path.join(tmp_dir, unique)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(path, flags, 0o600)
             written.append((fd, unique))
             view = memoryview(data)
             while view:
@@ -538,7 +547,7 @@ def write_batch(folder_dir: str, messages: list[tuple[str, bytes]]) -> None:
             os.close(fd)
     failpoints.reached()
     for _, unique in written:
-        os.rename(os.path.join(tmp_dir, unique), os.path.join(new_dir, unique))
+        link_new(os.path.join(tmp_dir, unique), new_dir, unique)
     fsync_dir(new_dir)
     failpoints.reached()
 

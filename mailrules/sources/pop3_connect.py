@@ -19,6 +19,7 @@ from typing import Any
 
 from mailrules.auth import CredentialError, SecretSource
 from mailrules.errors import MailrulesError, SourceError
+from mailrules.secrets import remember_login, remember_oauth
 from mailrules.sources.pop3_session import ConnectionLost, ProtocolError, Session
 from mailrules.transport import tcp, tls
 from mailrules.transport.tunnel import Tunnel
@@ -93,7 +94,7 @@ class Connector:
                 sock = tcp.connect(s.host, port, self.timeout, self.label)
                 if s.security == "tls":
                     context = tls.make_context(s.ca_file, s.fingerprint)
-                    sock = tls.wrap(sock, context, s.host, s.fingerprint, self.label)
+                    sock = tls.wrap(sock, context, s.host, s.fingerprint, self.label, s.ca_file)
             session = Session(sock, s.host or "")
             self._session = session
             self._setup(session)
@@ -127,7 +128,9 @@ class Connector:
                 )
             context = tls.make_context(s.ca_file, s.fingerprint)
             plain = session.starttls()
-            session.use_socket(tls.wrap(plain, context, s.host, s.fingerprint, self.label))
+            session.use_socket(
+                tls.wrap(plain, context, s.host, s.fingerprint, self.label, s.ca_file)
+            )
             caps = session.capabilities()
         if not (s.tunnel and s.preauth):
             self._login(session)
@@ -156,10 +159,12 @@ class Connector:
                 token = SecretSource(command=tuple(s.oauth2_token_command)).read(
                     f"{self.account}: oauth2_token_command"
                 )
+                remember_oauth(user, token)
                 session.auth_xoauth2(user, token)
                 return
             source = SecretSource.password_of(s)
             password = source.read(f"{self.account}: password from {source.describe()}")
+            remember_login(user, password)  # AUTH PLAIN is base64 of it on the wire
             if mechanism == "apop":
                 session.apop(user, password)
             elif mechanism == "plain":
