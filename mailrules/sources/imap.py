@@ -466,6 +466,19 @@ class ImapMailbox:
         self._selected, self._readonly = folder, readonly
         return info
 
+    def _folder_exists(self, folder: str) -> bool:
+        """Whether LIST shows the folder; True when LIST itself fails (nothing is created).
+
+        A refused COPY or MOVE without ``[TRYCREATE]`` is asked about this: RFC 3501 only
+        says SHOULD for that code, and Twisted 26 answers a COPY into a missing folder with
+        ``BAD Server error: sequence item 2 ...`` (its "No such mailbox" reply fails to be
+        built), so the folder would never be created there."""
+        client = self._conn()
+        try:
+            return bool(self._run("LIST", client.list_folders, "", self.server_name(folder)))
+        except IMAPClientError:
+            return True
+
     def _create(self, folder: str) -> None:
         client = self._conn()
         name = self.server_name(folder)
@@ -884,7 +897,7 @@ class ImapMailbox:
                 try:
                     self._uid_command(verb, uids, target)
                 except IMAPClientError as exc:
-                    if "TRYCREATE" not in str(exc).upper():
+                    if "TRYCREATE" not in str(exc).upper() and self._folder_exists(dest):
                         raise
                     self._create(dest)
                     self._uid_command(verb, uids, target)
