@@ -326,7 +326,14 @@ class FolderRun:
                 count = len(scan.baseline) if scan.baseline or scan.cursor is None else None
                 self.report.baselines.append((f"{name}/{folder}", count))
             first_cursor = scan.cursor if not scan.refs else None
-            left_alone = self._first_contact and bool(scan.note) and not scan.refs
+            # IMAP keeps no rows for the mail it leaves alone (its cursor says it): a reset
+            # must still know that it was left alone.
+            left_alone = (
+                getattr(self.box, "marks_mail_left_alone", False)
+                and self._first_contact
+                and bool(scan.note)
+                and not scan.refs
+            )
             self.state.baseline(  # type: ignore[union-attr]
                 name, folder, scan.validity, scan.baseline, first_cursor, left_alone=left_alone
             )
