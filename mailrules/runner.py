@@ -27,7 +27,7 @@ from mailrules.rules.conditions import EvalContext
 from mailrules.rules.engine import Decision, Rule, decide
 from mailrules.rules.search import any_of, to_search
 from mailrules.sources.base import Known, Mailbox, MessageRef, Scan
-from mailrules.state import AuditRow, Seen, State
+from mailrules.state import AuditRow, Seen, State, message_key
 
 log = logging.getLogger(__name__)
 action_log = logging.getLogger("mailrules.actions")
@@ -269,10 +269,14 @@ class FolderRun:
     options: RunOptions
     report: Report
     validity: str = ""  # the folder's, once scanned
+    # uid -> message_key of a decided message without a Message-ID, until it is recorded
+    _keys: dict[str, str] = field(default_factory=dict)
+    _first_contact: bool = False  # the state knew nothing of the folder
 
     def run(self) -> None:
         name, folder = self.account.name, self.folder
         info = self.state.folder_info(name, folder) if self.state else None
+        self._first_contact = info is None
         known = Known()
         if info is not None and self.state is not None:
             state = self.state
@@ -280,8 +284,10 @@ class FolderRun:
                 validity=info.validity,
                 last_uid=info.last_uid,
                 polled_at=info.polled_at,
+                baseline_at=info.baseline_at,
                 seen=lambda validity: state.seen_uids(name, folder, validity),
                 seen_message_ids=lambda: state.seen_message_ids(name, folder),
+                ignored_existing=lambda: state.ignored_existing(name, folder),
             )
         process_existing = self.account.settings.existing == "process"
         rules = [r for r in self.rules if r.applies_to(name, folder)]
@@ -298,7 +304,7 @@ class FolderRun:
                 known,
                 process_all=self.options.process_all,
                 process_existing=process_existing,
-                narrow=self._narrow(rules) if full_pass else None,
+                narrow=self._narrow(rules),  # a full pass, or a UIDVALIDITY reset, uses it
             )
             self.validity = scan.validity
             failed = self._process(scan, rules, writing, acting)
@@ -320,7 +326,17 @@ class FolderRun:
                 count = len(scan.baseline) if scan.baseline or scan.cursor is None else None
                 self.report.baselines.append((f"{name}/{folder}", count))
             first_cursor = scan.cursor if not scan.refs else None
-            self.state.baseline(name, folder, scan.validity, scan.baseline, first_cursor)  # type: ignore[union-attr]
+            # IMAP keeps no rows for the mail it leaves alone (its cursor says it): a reset
+            # must still know that it was left alone.
+            left_alone = (
+                getattr(self.box, "marks_mail_left_alone", False)
+                and self._first_contact
+                and bool(scan.note)
+                and not scan.refs
+            )
+            self.state.baseline(  # type: ignore[union-attr]
+                name, folder, scan.validity, scan.baseline, first_cursor, left_alone=left_alone
+            )
         if writing and scan.forget:
             self.state.commit(name, scan.validity, {}, {folder: scan.forget}, [])  # type: ignore[union-attr]
         self.report.new += len(scan.refs)
@@ -388,6 +404,8 @@ class FolderRun:
                     view.name,
                     "; ".join(view.defects[:3]),
                 )
+            if decision.steps and not view.message_id:
+                self._keys[ref.uid] = message_key(view)  # what a UIDVALIDITY reset knows it by
             if any(step.action.reads_message for step in decision.steps):
                 view.compact()
                 decided.items.append(Item(ref, view, decision.steps))
@@ -479,12 +497,13 @@ class FolderRun:
             if not item.ok and not item.permanent:
                 continue  # tried again on the next run
             relocated = any(s.action.relocates and r is None for s, r in item.results)
+            key = self._keys.pop(ref.uid, view.message_id)
             (forget if relocated else seen)[self.folder].append(
-                ref.uid if relocated else Seen(ref.uid, view.message_id)  # type: ignore[arg-type]
+                ref.uid if relocated else Seen(ref.uid, key)  # type: ignore[arg-type]
             )
             for folder, (uid, dest_validity) in ref.arrived_in.items():
                 if folder in watched and folder != self.folder:
-                    seen.setdefault(folder, []).append(Seen(uid, view.message_id, dest_validity))
+                    seen.setdefault(folder, []).append(Seen(uid, key, dest_validity))
         self.state.commit(name, validity, seen, forget, audit, outbox=outbox)  # type: ignore[union-attr]
         for item in items:  # recorded: where copies went is needed no longer
             item.ref.arrived_in.clear()

@@ -31,6 +31,7 @@ once), never skipped.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -44,6 +45,7 @@ from mailrules.notify import store as outbox_store
 from mailrules.secrets import redact
 
 if TYPE_CHECKING:
+    from mailrules.message import MessageView
     from mailrules.quick_poll import QuickRecord
 
 SCHEMA_VERSION = 1
@@ -179,11 +181,26 @@ class Seen:
     validity: str | None = None  # None: the validity of the folder being committed
 
 
+LEFT_ALONE = "(existing mail left alone)"  # a seen row's uid: see State.baseline
+KEY_FIELDS = ("from", "to", "cc", "date", "subject")  # what names a message without an id
+
+
+def message_key(view: MessageView) -> str:
+    """What the state remembers a handled message by: its Message-ID, or where it has
+    none a digest of its From, To, Cc, Date and Subject (the same on any server and
+    under any UIDVALIDITY)."""
+    if view.message_id:
+        return view.message_id
+    text = "\n".join(f"{n}:{v}" for n in KEY_FIELDS for v in view.header_all(n))
+    return "digest:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 @dataclass(frozen=True)
 class FolderInfo:
     validity: str
     last_uid: int | None
     polled_at: float | None
+    baseline_at: float | None = None  # when mailrules first saw the folder
 
 
 @dataclass(frozen=True)
@@ -296,7 +313,8 @@ class State:
 
     def folder_info(self, account: str, folder: str) -> FolderInfo | None:
         rows = self._query(
-            "SELECT validity, last_uid, polled_at FROM folders WHERE account=? AND folder=?",
+            "SELECT validity, last_uid, polled_at, baseline_at FROM folders "
+            "WHERE account=? AND folder=?",
             (account, folder),
         )
         return FolderInfo(*rows[0]) if rows else None
@@ -308,6 +326,14 @@ class State:
         )
         return {r[0] for r in rows}
 
+    def ignored_existing(self, account: str, folder: str) -> bool:
+        """Whether the mail found in the folder at first contact was left alone."""
+        rows = self._query(
+            "SELECT 1 FROM seen WHERE account=? AND folder=? AND uid=? LIMIT 1",
+            (account, folder, LEFT_ALONE),
+        )
+        return bool(rows)
+
     def set_cursor(self, account: str, folder: str, validity: str, last_uid: int | None) -> None:
         """Record a poll: the highest uid handled; forget old seen rows at or below it."""
         statements: list[tuple[str, Iterable[tuple[object, ...]]]] = [
@@ -318,13 +344,14 @@ class State:
             )
         ]
         if last_uid is not None:
-            # Rows at or below the cursor are only kept (for a month) for their Message-ID,
-            # which stops a UIDVALIDITY reset from handling a message twice.
+            # Rows at or below the cursor, and those of an older UIDVALIDITY, are only kept
+            # (for a month) for their Message-ID, which stops a UIDVALIDITY reset from
+            # handling a message twice.
             statements.append(
                 (
-                    "DELETE FROM seen WHERE account=? AND folder=? AND validity=? "
-                    "AND CAST(uid AS INTEGER) <= ? AND at < ?",
-                    [(account, folder, validity, last_uid, time.time() - SEEN_KEEP)],
+                    "DELETE FROM seen WHERE account=? AND folder=? AND at < ? AND "
+                    "(validity != ? OR CAST(uid AS INTEGER) <= ?)",
+                    [(account, folder, time.time() - SEEN_KEEP, validity, last_uid)],
                 )
             )
         self._write(statements)
@@ -343,24 +370,36 @@ class State:
         validity: str,
         uids: Iterable[str],
         last_uid: int | None = None,
+        left_alone: bool = False,
     ) -> None:
-        """Record a folder's current messages as seen, replacing any older validity."""
+        """Record a folder's current messages as seen, replacing any older validity.
+
+        After a UIDVALIDITY reset the older validity's rows are kept (for ``SEEN_KEEP``):
+        the Message-IDs of handled messages, so that the next reset still knows them (some
+        servers reset with nearly every new message), and the rows of mail found there
+        and left alone. ``left_alone``: the mail found at first contact is not acted on
+        (``existing: ignore``), which a later reset must know. The folder keeps the time
+        mailrules first saw it."""
         now = time.time()
         self._write(
             [
                 (
-                    "DELETE FROM seen WHERE account=? AND folder=? AND validity != ?",
-                    [(account, folder, validity)],
+                    "DELETE FROM seen WHERE account=? AND folder=? AND validity != ? AND at < ?",
+                    [(account, folder, validity, now - SEEN_KEEP)],
                 ),
                 (
                     "INSERT OR REPLACE INTO folders (account, folder, validity, baseline_at, "
-                    "last_uid, polled_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(account, folder, validity, now, last_uid, now)],
+                    "last_uid, polled_at) VALUES (?, ?, ?, coalesce((SELECT baseline_at FROM "
+                    "folders WHERE account=? AND folder=?), ?), ?, ?)",
+                    [(account, folder, validity, account, folder, now, last_uid, now)],
                 ),
                 (
                     "INSERT OR IGNORE INTO seen (account, folder, validity, uid, at) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    [(account, folder, validity, key(uid), now) for uid in uids],
+                    [
+                        (account, folder, validity, key(uid), now)
+                        for uid in [*uids, *([LEFT_ALONE] if left_alone else [])]
+                    ],
                 ),
             ]
         )
@@ -508,8 +547,10 @@ class State:
     def summary(self) -> list[tuple[object, ...]]:
         return self._query(
             "SELECT f.account, f.folder, f.validity, f.baseline_at, "
-            "(SELECT count(*) FROM seen s WHERE s.account=f.account AND s.folder=f.folder) "
-            "FROM folders f ORDER BY f.account, f.folder"
+            "(SELECT count(*) FROM seen s WHERE s.account=f.account AND s.folder=f.folder "
+            "AND s.validity=f.validity AND s.uid != ?) "
+            "FROM folders f ORDER BY f.account, f.folder",
+            (LEFT_ALONE,),
         )
 
     # -- POP3: what was fetched, and what the server may delete ----------------------------

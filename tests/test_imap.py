@@ -395,6 +395,75 @@ def test_uidvalidity_reset_handles_only_unhandled_new_mail(dovecot_preauth, tmp_
     assert ids(box, "Copies") == ["<arrived@t>", "<handled@t>"]  # nothing handled twice
 
 
+def _reset_uidvalidity(box) -> None:
+    """Make Dovecot give INBOX a new UIDVALIDITY under a running mailbox (its index and
+    uid list removed, as a restore from backup or a server move would)."""
+    import shutil
+    import time
+
+    time.sleep(1.1)  # Dovecot derives UIDVALIDITY from the clock
+    before = box.uidvalidity()
+    for path in box.maildir.iterdir():
+        if path.name.startswith("dovecot"):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    assert box.uidvalidity() != before
+
+
+@pytest.mark.slow  # two resets, each a second apart
+def test_a_second_uidvalidity_reset_still_handles_nothing_twice(dovecot_preauth, tmp_path,
+                                                                 run_cli):  # fmt: skip
+    """Some servers (GNU Mailutils 3.15 on Maildir) give a folder a new UIDVALIDITY with
+    almost every new message: what was handled before the first reset is still known."""
+    box = dovecot_preauth
+    cfg = config(tmp_path, tunnel(box), "- {name: all, then: [{copy: Copies}]}\n")
+    box.append("INBOX", message("handled", "a@x.example", "one"))
+    assert run_cli("run", "--once", "--all", "-c", str(cfg)).returncode == 0
+    for new in ("second", "third"):
+        _reset_uidvalidity(box)
+        box.append("INBOX", message(new, "b@x.example", new))
+        result = run_cli("run", "--once", "-c", str(cfg))
+        assert result.returncode == 0, result.stderr
+        assert "reset UIDVALIDITY" in result.stdout
+        assert "1 new message" in result.stdout, result.stdout
+    assert ids(box, "Copies") == ["<handled@t>", "<second@t>", "<third@t>"]
+
+
+def test_uidvalidity_reset_knows_a_handled_message_without_message_id(dovecot_preauth, tmp_path,
+                                                                      run_cli):  # fmt: skip
+    box = dovecot_preauth
+    cfg = config(tmp_path, tunnel(box), "- {name: all, then: [{copy: Copies}]}\n")
+    bare = message("x", "a@x.example", "no id").replace(b"Message-ID: <x@t>\r\n", b"")
+    box.append("INBOX", bare)
+    assert run_cli("run", "--once", "--all", "-c", str(cfg)).returncode == 0
+    assert box.subjects("Copies") == ["no id"]
+    _reset_uidvalidity(box)
+    box.append("INBOX", message("arrived", "b@x.example", "two"))
+    result = run_cli("run", "--once", "-c", str(cfg))
+    assert result.returncode == 0, result.stderr
+    assert "1 new message" in result.stdout, result.stdout
+    assert sorted(box.subjects("Copies")) == ["no id", "two"]
+
+
+def test_uidvalidity_reset_leaves_mail_ignored_at_first_contact_alone(dovecot_preauth, tmp_path,
+                                                                      run_cli):  # fmt: skip
+    from datetime import timedelta
+
+    box = dovecot_preauth
+    cfg = config(tmp_path, tunnel(box), "- {name: all, then: [{copy: Copies}]}\n")
+    box.append("INBOX", message("old", "a@x.example", "old"), date=NOW - timedelta(days=2))
+    first = run_cli("run", "--once", "-c", str(cfg))  # existing mail: recorded, not acted on
+    assert first.returncode == 0, first.stderr
+    _reset_uidvalidity(box)
+    box.append("INBOX", message("arrived", "b@x.example", "two"))
+    result = run_cli("run", "--once", "-c", str(cfg))
+    assert result.returncode == 0, result.stderr
+    assert "reset UIDVALIDITY" in result.stdout
+    assert ids(box, "Copies") == ["<arrived@t>"]
+
+
 def test_unreachable_server_fails_its_account_and_the_others_still_run(maildir, tmp_path,
                                                                         run_cli):  # fmt: skip
     import socket

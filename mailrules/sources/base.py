@@ -59,8 +59,10 @@ class Known:
     validity: str | None = None
     last_uid: int | None = None
     polled_at: float | None = None
+    baseline_at: float | None = None  # when mailrules first saw the folder
     seen: Callable[[str], set[str]] = lambda validity: set()
     seen_message_ids: Callable[[], set[str]] = lambda: set()
+    ignored_existing: Callable[[], bool] = lambda: False  # mail there at first contact was skipped
 
 
 @dataclass

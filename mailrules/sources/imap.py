@@ -29,8 +29,9 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from imapclient import IMAPClient, SocketTimeout
@@ -46,6 +47,7 @@ from mailrules.secrets import remember_login, remember_oauth
 from mailrules.sources.base import Known, MessageRef, Result, Scan
 from mailrules.sources.imap_fetch import FetchError, fetch_stream
 from mailrules.sources.imap_search import SearchRefused, encode_search, run_search
+from mailrules.state import KEY_FIELDS, SEEN_KEEP, message_key
 from mailrules.transport.tcp import set_keepalive
 from mailrules.transport.tls import TLSError, check_fingerprint, make_context, untrusted
 from mailrules.transport.tunnel import Tunnel
@@ -165,6 +167,7 @@ def parse_uid_set(text: str) -> list[int]:
 class ImapMailbox:
     """An IMAP account as a Mailbox. Connects on first use; ``close`` logs out."""
 
+    marks_mail_left_alone = True  # see State.ignored_existing and _revalidated
     capabilities = frozenset({"move", "copy", "delete", "flags", "keywords"})
     # A full pass reads and decides 500 messages at a time, and acts (over a second
     # connection) on everything decided meanwhile, up to action_batch messages a round
@@ -471,6 +474,19 @@ class ImapMailbox:
         self._selected, self._readonly = folder, readonly
         return info
 
+    def _folder_exists(self, folder: str) -> bool:
+        """Whether LIST shows the folder; True when LIST itself fails (nothing is created).
+
+        A refused COPY or MOVE without ``[TRYCREATE]`` is asked about this: RFC 3501 only
+        says SHOULD for that code, and Twisted 26 answers a COPY into a missing folder with
+        ``BAD Server error: sequence item 2 ...`` (its "No such mailbox" reply fails to be
+        built), so the folder would never be created there."""
+        client = self._conn()
+        try:
+            return bool(self._run("LIST", client.list_folders, "", self.server_name(folder)))
+        except IMAPClientError:
+            return True
+
     def _create(self, folder: str) -> None:
         client = self._conn()
         name = self.server_name(folder)
@@ -579,10 +595,10 @@ class ImapMailbox:
             seen = known.seen(validity)
             uids = [u for u in self._every(narrow) if str(u) not in seen]
         elif first:
-            uids = self._revalidated(known)
+            uids = self._revalidated(known, narrow)
             note = (
                 f"{folder}: the server reset UIDVALIDITY ({known.validity} -> {validity}); "
-                f"state rebuilt, {len(uids)} recent unhandled messages will be processed"
+                f"state rebuilt, {len(uids)} unhandled messages will be processed"
             )
         else:
             assert last is not None
@@ -669,21 +685,40 @@ class ImapMailbox:
                 return None
             raise
 
-    def _revalidated(self, known: Known) -> list[int]:
-        """After a UIDVALIDITY reset: recent messages whose Message-ID was never handled."""
-        since = datetime.fromtimestamp(known.polled_at or 0, UTC) - timedelta(days=1)
-        candidates = self._search(["SINCE", since.date()])
+    def _revalidated(self, known: Known, narrow: list[object] | None) -> list[int]:
+        """After a UIDVALIDITY reset: every message mailrules has not handled.
+
+        The new UIDs say nothing, so a message is known by its Message-ID, or where it has
+        none by a digest of its header fields (``state.message_key``); the state keeps
+        them across resets for ``SEEN_KEEP``. The messages are those a full pass would
+        look at (the narrowing SEARCH, without ``\\Deleted`` ones when there is no
+        UIDPLUS), and no date decides what is new: Mailutils 3.15 resets with nearly
+        every new message and gives a Maildir message its Date header as INTERNALDATE.
+        Dates are used only where the state cannot know: messages dated before the
+        ``SEEN_KEEP`` it remembers handled ones for, and, where the mail found at first
+        contact was left alone (``existing: ignore``), messages dated before that contact
+        (less ten minutes of clock difference), are left alone."""
+        candidates = self._every(narrow)
+        first_seen = known.baseline_at or 0.0
+        floor = time.time() - SEEN_KEEP if first_seen < time.time() - SEEN_KEEP else None
+        if known.ignored_existing():
+            floor = max(floor or 0.0, first_seen - 600)
+        if floor is not None and candidates:
+            dates = self._fetch(candidates, [b"INTERNALDATE"])
+            candidates = [
+                uid
+                for uid, data in dates.items()
+                if not isinstance(arrived := data.get(b"INTERNALDATE"), datetime)
+                or arrived.timestamp() >= floor
+            ]
         handled = known.seen_message_ids()
-        cutoff = since + timedelta(days=1) - timedelta(minutes=10)
+        fields = " ".join(f.upper() for f in (*KEY_FIELDS, "message-id"))
         out = []
         for uid, data in self._fetch(
-            candidates, [b"INTERNALDATE", b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
+            sorted(candidates), [f"BODY.PEEK[HEADER.FIELDS ({fields})]".encode()]
         ).items():
-            view = MessageView(header_block=_header_bytes(data))
-            arrived = data.get(b"INTERNALDATE")
-            if view.message_id in handled or (arrived and arrived < cutoff):
-                continue
-            out.append(uid)
+            if message_key(MessageView(header_block=_header_bytes(data))) not in handled:
+                out.append(uid)
         return out
 
     def _fetch(self, uids: list[int], items: list[bytes]) -> dict[int, dict[bytes, object]]:
@@ -889,7 +924,7 @@ class ImapMailbox:
                 try:
                     self._uid_command(verb, uids, target)
                 except IMAPClientError as exc:
-                    if "TRYCREATE" not in str(exc).upper():
+                    if "TRYCREATE" not in str(exc).upper() and self._folder_exists(dest):
                         raise
                     self._create(dest)
                     self._uid_command(verb, uids, target)

@@ -7,28 +7,19 @@ the server does.
 
 from __future__ import annotations
 
-TWISTED_COPY = (
-    "Twisted 26 answers UID COPY with BAD 'Server error: sequence item 2: expected a "
-    "bytes-like object, str found', so moves and copies fail there (exit 1)"
+TWISTED_REFUSED_LITERAL = (
+    "Twisted 26 refuses the synchronizing literal of the narrowing SEARCH (no '+', a tagged "
+    "refusal), so it is never sent; the recording proxy does not read the server's answer and "
+    "takes the start of the next command for the literal's octets"
 )
 MAILUTILS_UIDVALIDITY = (
-    "Mailutils 3.15 gives INBOX a new UIDVALIDITY after an APPEND from another session; "
-    "the rebuilt state then processes none of the new messages ('0 recent unhandled')"
+    "Mailutils 3.15 gives INBOX a new UIDVALIDITY with each APPEND; mailrules then acts on "
+    "the new messages as it should but reports '2 new messages': the new one no rule can "
+    "match is left out by the narrowing SEARCH, since the old messages that SEARCH left "
+    "out in the first pass have no identity in the state to tell them from new ones"
 )
 
 KNOWN: dict[tuple[str, str], str] = {
-    **{
-        (test, "twisted"): TWISTED_COPY
-        for test in (
-            "test_move",
-            "test_copy",
-            "test_nested_and_non_ascii_rules",
-            "test_full_pass_then_a_poll",
-            "test_a_second_full_pass_changes_nothing",
-            "test_a_second_full_pass_moves_nothing_again",
-            "test_a_connection_cut_mid_move_loses_nothing",
-            "test_starttls_with_the_servers_ca",
-        )
-    },
+    ("test_nested_and_non_ascii_rules", "twisted"): TWISTED_REFUSED_LITERAL,
     ("test_full_pass_then_a_poll", "mailutils"): MAILUTILS_UIDVALIDITY,
 }
