@@ -7,11 +7,6 @@ the server does.
 
 from __future__ import annotations
 
-TWISTED_REFUSED_LITERAL = (
-    "Twisted 26 refuses the synchronizing literal of the narrowing SEARCH (no '+', a tagged "
-    "refusal), so it is never sent; the recording proxy does not read the server's answer and "
-    "takes the start of the next command for the literal's octets"
-)
 MAILUTILS_UIDVALIDITY = (
     "Mailutils 3.15 gives INBOX a new UIDVALIDITY with each APPEND; mailrules then acts on "
     "the new messages as it should but reports '2 new messages': the new one no rule can "
@@ -20,6 +15,5 @@ MAILUTILS_UIDVALIDITY = (
 )
 
 KNOWN: dict[tuple[str, str], str] = {
-    ("test_nested_and_non_ascii_rules", "twisted"): TWISTED_REFUSED_LITERAL,
     ("test_full_pass_then_a_poll", "mailutils"): MAILUTILS_UIDVALIDITY,
 }

@@ -18,7 +18,15 @@ import pytest
 from tests.dovecot import CuttingProxy, _PartialLine
 
 _TAGGED = re.compile(rb"^([A-Za-z0-9.]+) (OK|NO|BAD)\b[^\r\n]*", re.MULTILINE)
-_LITERAL = re.compile(rb"\{(\d+)\+?\}$")
+_LITERAL = re.compile(rb"\{(\d+)(\+?)\}$")
+_COMMAND = re.compile(rb"[A-Z]{4}[0-9]+ [A-Z]+[ \r]")
+
+
+def _sent(data: bytes, position: int, literal: re.Match[bytes]) -> bool:
+    """Whether the client sent a literal's octets. A synchronizing literal (``{n}``) waits
+    for the server's ``+``; when the server refuses the command instead (a tagged NO or
+    BAD), the client sends no octets, and its next command begins right there."""
+    return bool(literal.group(2)) or not _COMMAND.match(data, position)
 
 
 class RecordingProxy(CuttingProxy):
@@ -121,8 +129,8 @@ def _command_lines(data: bytes) -> list[bytes]:
         lines.append(line)
         position = end + 2
         literal = _LITERAL.search(line)
-        while literal:  # skip the literal's octets; the same command goes on after them
-            position += int(literal.group(1))
+        while literal and _sent(data, position, literal):
+            position += int(literal.group(1))  # its octets; the same command goes on after them
             end = data.find(b"\r\n", position)
             if end < 0:
                 break
@@ -139,7 +147,7 @@ def _literals(data: bytes, verb: bytes) -> list[bytes]:
         wanted = verb in line.upper()
         position = end + 2
         literal = _LITERAL.search(line)
-        while literal:
+        while literal and _sent(data, position, literal):
             size = int(literal.group(1))
             if wanted:
                 out.append(data[position : position + size])
