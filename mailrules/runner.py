@@ -24,10 +24,10 @@ from mailrules.errors import RuleError, SourceError, StateError
 from mailrules.executor import Item, execute
 from mailrules.message import MessageView, Summary
 from mailrules.rules.conditions import EvalContext
-from mailrules.rules.engine import Decision, Rule, decide
+from mailrules.rules.engine import Decision, Rule, Step, decide
 from mailrules.rules.search import any_of, to_search
 from mailrules.sources.base import Known, Mailbox, MessageRef, Scan
-from mailrules.state import AuditRow, Seen, State, message_key
+from mailrules.state import AuditRow, Seen, State, audit_key, message_key
 
 log = logging.getLogger(__name__)
 action_log = logging.getLogger("mailrules.actions")
@@ -272,6 +272,8 @@ class FolderRun:
     # uid -> message_key of a decided message without a Message-ID, until it is recorded
     _keys: dict[str, str] = field(default_factory=dict)
     _first_contact: bool = False  # the state knew nothing of the folder
+    # (uid, Message-ID, "copy -> F") of every copy the audit log says succeeded, once needed
+    _copied: set[tuple[str, str, str]] | None = None
 
     def run(self) -> None:
         name, folder = self.account.name, self.folder
@@ -375,6 +377,26 @@ class FolderRun:
             parts.append(found)
         return any_of(parts).criteria if parts else None
 
+    def _not_copied_before(
+        self, ref: MessageRef, view: MessageView, steps: list[Step]
+    ) -> list[Step]:
+        """The steps without the copies this message already got (a second ``--all``, or a
+        pass resumed after a crash): a copy is a new message on most servers, so repeating
+        it would add a duplicate on every run. Known by UID and Message-ID together, so a
+        UID that a UIDVALIDITY reset gave to another message is not mistaken for it."""
+        if self.state is None or not view.message_id or self.box.repeated_copy_is_harmless:
+            return steps
+        if not any(step.action.name == "copy" for step in steps):
+            return steps
+        if self._copied is None:
+            self._copied = self.state.copies_done(self.account.name, self.folder)
+        return [
+            step
+            for step in steps
+            if step.action.name != "copy"
+            or audit_key(ref.uid, view.message_id, step.describe()) not in self._copied
+        ]
+
     def _decide(self, refs: list[MessageRef], rules: list[Rule], needs: frozenset[str]) -> Decided:
         """Read a batch's views and let the rules decide on each."""
         now = self.options.now or datetime.now(UTC)
@@ -404,13 +426,14 @@ class FolderRun:
                     view.name,
                     "; ".join(view.defects[:3]),
                 )
-            if decision.steps and not view.message_id:
+            steps = self._not_copied_before(ref, view, decision.steps)
+            if steps and not view.message_id:
                 self._keys[ref.uid] = message_key(view)  # what a UIDVALIDITY reset knows it by
-            if any(step.action.reads_message for step in decision.steps):
+            if any(step.action.reads_message for step in steps):
                 view.compact()
-                decided.items.append(Item(ref, view, decision.steps))
-            elif decision.steps:
-                decided.items.append(Item(ref, view.summary(), decision.steps))
+                decided.items.append(Item(ref, view, steps))
+            elif steps:
+                decided.items.append(Item(ref, view.summary(), steps))
             else:
                 decided.unplanned.append((ref, view.summary()))
         unreadable: list[tuple[str, str, str]] = getattr(self.box, "unreadable", [])

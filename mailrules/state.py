@@ -174,6 +174,11 @@ def bounded(text: str | None, limit: int = AUDIT_TEXT_MAX) -> str | None:
     return storable(text)
 
 
+def audit_key(uid: str, message_id: str, action: str) -> tuple[str, str, str]:
+    """(uid, Message-ID, action) as an audit row stores them, to compare with one."""
+    return (storable(uid) or "", bounded(message_id) or "", bounded(action) or "")
+
+
 @dataclass(frozen=True)
 class Seen:
     uid: str
@@ -467,6 +472,16 @@ class State:
                 *(self._prune_audit(now) if audit else []),
             ]
         )
+
+    def copies_done(self, account: str, folder: str) -> set[tuple[str, str, str]]:
+        """(uid, Message-ID, action) of every copy from this folder the audit log records
+        as done."""
+        rows = self.db.execute(
+            "SELECT uid, message_id, action FROM audit WHERE account=? AND folder=? "
+            "AND result='ok' AND action LIKE 'copy %'",
+            (account, storable(folder)),
+        ).fetchall()
+        return {(str(uid), str(mid), str(action)) for uid, mid, action in rows}
 
     def failures(self, account: str, folder: str, uid: str, action: str) -> int:
         """How often the audit log says ``action`` failed on this message."""

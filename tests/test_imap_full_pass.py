@@ -90,3 +90,25 @@ def test_a_message_the_server_cannot_send_at_all_is_skipped_and_retried_a_few_ti
     assert "UID 3" not in runs[3].stderr and runs[3].returncode == 0, runs[3].stderr
     assert later.returncode == 0 and "1 new message, 1 action done, 0 failed" in later.stdout
     assert "<bad@t>" in ids(box, "INBOX")
+
+
+def test_a_second_full_pass_copies_nothing_again(dovecot_preauth, tmp_path, run_cli):
+    """A copy on IMAP is a new message: `--all` run again must not add another one each time
+    (the audit log knows the copy was made), and a dry run must not plan it either."""
+    box = dovecot_preauth
+    box.append("INBOX", message("c1", "carol@x.example", "invoice 1"))
+    box.append("INBOX", message("c2", "carol@x.example", "invoice 2"))
+    rules = (
+        "- {name: invoices, when: {subject: invoice}, then: [{copy: Invoices}, {flag: flagged}]}\n"
+    )
+    cfg = config(tmp_path, "{tunnel: [" + ", ".join(box.argv) + "]}", rules=rules)
+
+    runs = [run_cli("run", "--once", "--all", "-c", str(cfg)) for _ in range(3)]
+    plan = run_cli("run", "--once", "--all", "--dry-run", "-c", str(cfg))
+
+    for result in runs:
+        assert result.returncode == 0, result.stderr
+    assert ids(box, "Invoices") == ["<c1@t>", "<c2@t>"]  # once each, after three passes
+    assert "copy" not in plan.stdout, plan.stdout
+    assert "flag +flagged" in plan.stdout  # the rest of the rule is still applied
+    assert all("\\Flagged" in m.flags for m in box.messages("INBOX"))

@@ -87,6 +87,9 @@ class Scan:
 
 class Mailbox(Protocol):
     capabilities: frozenset[str]
+    # Whether copying a message again finds the earlier copy instead of making another
+    # (a Maildir copy keeps the unique name); where not, a copy is never repeated.
+    repeated_copy_is_harmless: bool
 
     def clean_component(self, value: str) -> str:
         """Make a template value safe as (part of) one folder name component."""

@@ -167,6 +167,7 @@ def parse_uid_set(text: str) -> list[int]:
 class ImapMailbox:
     """An IMAP account as a Mailbox. Connects on first use; ``close`` logs out."""
 
+    repeated_copy_is_harmless = False  # every UID COPY makes a new message
     marks_mail_left_alone = True  # see State.ignored_existing and _revalidated
     capabilities = frozenset({"move", "copy", "delete", "flags", "keywords"})
     # A full pass reads and decides 500 messages at a time, and acts (over a second

@@ -270,6 +270,8 @@ def _create_tmp(tmp: str) -> int:
 class Maildir:
     """A local Maildir tree as a Mailbox."""
 
+    repeated_copy_is_harmless = True  # a copy keeps the unique name; a repeat finds it
+
     capabilities = frozenset({"move", "copy", "delete", "flags", "keywords"})
 
     def __init__(self, root: str, layout: str = "maildir++", trash: str = "Trash") -> None:

@@ -74,6 +74,7 @@ class _Message:
 class Pop3Mailbox(Connector):
     """A POP3 account as a Mailbox that delivers into a local Maildir (``deliver_to``)."""
 
+    repeated_copy_is_harmless = True  # copies are a config error on POP3 accounts
     capabilities = frozenset({"delete"})
     why_not: ClassVar[dict[str, str]] = {
         "move": "POP3 cannot move messages on the server; use deliver (or deliver_to for "
