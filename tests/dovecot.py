@@ -1092,13 +1092,17 @@ class CuttingProxy:
                 line = (partial.head + data[start:end])[:200]
                 partial.head = b""
                 self.lines.append(line)
-                if not self._cut.is_set() and len(self.lines) == self.cut_after:
+                if not self._cut.is_set() and self._cuts_at(line):
                     self.cut_line = line
                     return end, start
                 start = end
         partial.head = (partial.head + data[start:])[:200]
         partial.ends_in_cr = data.endswith(b"\r")
         return None
+
+    def _cuts_at(self, line: bytes) -> bool:
+        """Whether the connection is cut at this client line (the last one in ``lines``)."""
+        return len(self.lines) == self.cut_after
 
     def _await_answer(self, server: socket.socket) -> None:
         """Read and drop the server's answer to the cutting line; see the class docstring."""

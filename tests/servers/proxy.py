@@ -68,27 +68,11 @@ class RecordingProxy(CuttingProxy):
             if stream is None:  # a new connection
                 stream = partial.stream = len(self.raw)  # type: ignore[attr-defined]
             self.raw.setdefault(stream, []).append(data)
-        if self.cut_when is None:
-            return super()._count(data, partial)
-        # As CuttingProxy._count, but the cut comes at the first line cut_when accepts.
-        ends = [1] if partial.ends_in_cr and data.startswith(b"\n") else []
-        position = ends[0] if ends else 0
-        while (found := data.find(b"\r\n", position)) >= 0:
-            ends.append(found + 2)
-            position = found + 2
-        start = 0
-        with self._lock:
-            for end in ends:
-                line = (partial.head + data[start:end])[:200]
-                partial.head = b""
-                self.lines.append(line)
-                if not self._cut.is_set() and self.cut_when(line):
-                    self.cut_line = line
-                    return end, start
-                start = end
-        partial.head = (partial.head + data[start:])[:200]
-        partial.ends_in_cr = data.endswith(b"\r")
-        return None
+        return super()._count(data, partial)
+
+    def _cuts_at(self, line: bytes) -> bool:
+        """At the first line ``cut_when`` accepts, else as ``CuttingProxy`` counts."""
+        return super()._cuts_at(line) if self.cut_when is None else self.cut_when(line)
 
     # What a test asserts on.
 
