@@ -315,9 +315,14 @@ def test_cutting_proxy_counts_crlf_lines_of_a_whole_imapclient_session(
 def test_missing_dovecot_skips_but_fails_when_required(monkeypatch):
     monkeypatch.setattr(dovecot, "IMAP_BINARY", Path("/nonexistent/imap"))
     monkeypatch.delenv(dovecot.REQUIRE_VARIABLE, raising=False)
+    monkeypatch.delenv("MAILRULES_REQUIRE_SERVERS", raising=False)
     with pytest.raises(pytest.skip.Exception, match=r"run \.ci/install-dovecot"):
         dovecot.require_dovecot()
     monkeypatch.setenv(dovecot.REQUIRE_VARIABLE, "1")
+    with pytest.raises(pytest.fail.Exception, match="dovecot-imapd dovecot-pop3d"):
+        dovecot.require_dovecot()
+    monkeypatch.delenv(dovecot.REQUIRE_VARIABLE)
+    monkeypatch.setenv("MAILRULES_REQUIRE_SERVERS", "1")  # what the README's command sets
     with pytest.raises(pytest.fail.Exception, match="dovecot-imapd dovecot-pop3d"):
         dovecot.require_dovecot()
 
