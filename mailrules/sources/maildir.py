@@ -757,9 +757,9 @@ class Maildir:
                 return
             if _NAMESAKE.fullmatch(ref.uid) and unique != ref.uid:
                 unique = ref.uid  # the file takes the distinct name its ref already has
-            suffix = f":2,{letters}"
-            ref.uid = place_noreplace(src, cur, unique, suffix)
-            ref.location = os.path.join(cur, ref.uid + suffix)
+            target = _rename_noreplace(src, cur, unique, letters)
+            ref.location = target
+            ref.uid = split_name(os.path.basename(target))[0]
             touched.update({os.path.dirname(src), cur})
             failpoints.reached()
 
@@ -803,17 +803,15 @@ def _candidates(unique: str, src: str) -> Iterator[str]:
     yield from _other_names(unique, src)
 
 
-def place_noreplace(src: str, directory: str, unique: str, suffix: str = "") -> str:
-    """Link ``src`` into ``directory`` as ``unique + suffix``, then unlink ``src``; return
-    the unique name used.
+def _rename_noreplace(src: str, cur: str, unique: str, letters: str) -> str:
+    """Give a message new flags: link under the new name, then unlink the old one.
 
-    A link never replaces a file: when another message has that name, this one takes a
-    name derived from its content, then a fresh one; the same message already there (a
-    step killed half way, a retry after a crash) is the result and nothing is added. On
-    failure ``src`` is left where it is.
+    A link never replaces a file, so another message that already has the wanted name
+    keeps it and this one takes another unique name; the same message there (a rename
+    killed between the two steps) is simply the result.
     """
     for name in _candidates(unique, src):
-        target = os.path.join(directory, name + suffix)
+        target = os.path.join(cur, f"{name}:2,{letters}")
         try:
             os.link(src, target, follow_symlinks=False)
         except FileExistsError:
@@ -823,21 +821,37 @@ def place_noreplace(src: str, directory: str, unique: str, suffix: str = "") -> 
             if exc.errno not in (errno.EPERM, errno.EMLINK, errno.EXDEV):
                 raise
             if os.path.lexists(target):  # no hard links here: check, then rename
-                if not same_content(src, target):
-                    continue
-            else:
-                os.rename(src, target)
-                return name
+                continue
+            os.rename(src, target)
+            return target
         os.unlink(src)
-        return name
+        return target
     raise FileExistsError(errno.EEXIST, "no free file name for the message", src)
 
 
 def link_new(tmp: str, new_dir: str, unique: str) -> str:
-    """Put a written and fsynced ``tmp`` file into ``new_dir`` (see place_noreplace);
-    ``tmp`` is gone afterwards, whatever happened."""
+    """Put a written and fsynced ``tmp`` file into ``new_dir`` as ``unique`` (or, when
+    another message has that name, as a name derived from its content, then a fresh
+    one); unlink ``tmp``; return the name used. Never replaces a file: the same message
+    already there (a retry after a crash) is the result and nothing is added."""
     try:
-        return place_noreplace(tmp, new_dir, unique)
+        for name in _candidates(unique, tmp):
+            target = os.path.join(new_dir, name)
+            try:
+                os.link(tmp, target, follow_symlinks=False)
+            except FileExistsError:
+                if not same_content(tmp, target):
+                    continue
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EMLINK, errno.EXDEV):
+                    raise
+                if os.path.lexists(target):  # no hard links here: check, then rename
+                    if same_content(tmp, target):
+                        return name
+                    continue
+                os.rename(tmp, target)
+            return name
+        raise FileExistsError(errno.EEXIST, "no free file name for the message", tmp)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
